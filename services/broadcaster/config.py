@@ -1,0 +1,74 @@
+"""The broadcaster's configuration, read once from the environment.
+
+Every variable is listed in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from shared import environment
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    #: Interface and port for WebSocket connections and the HTTP checks.
+    host: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
+    port: int = 8888
+    #: Redis holding the event channel.
+    redis_url: str = "redis://localhost:6379/0"
+    #: Seconds a client has to send its token after connecting.
+    auth_timeout: float = 5.0
+    #: Connections that haven't authenticated yet, beyond which new ones are
+    #: refused with HTTP 503: bounds what anonymous clients can hold.
+    max_pending: int = 1000
+    #: On SIGTERM, connections are closed over this many seconds rather than
+    #: all at once, so that clients don't reconnect to the other replicas in
+    #: one burst. The process exits within drain_seconds + close_timeout + 1.
+    drain_seconds: float = 5.0
+    #: Seconds to wait for a client to acknowledge a close before dropping it.
+    close_timeout: float = 5.0
+    #: Threads running Django ORM calls (each may hold a database connection).
+    orm_threads: int = 4
+    #: A client whose unsent data exceeds this many bytes is too slow to keep
+    #: up: it is disconnected rather than allowed to grow memory without bound.
+    slow_client_buffer: int = 256 * 1024
+    #: Seconds between keepalive pings; a client that doesn't answer within
+    #: the same delay is disconnected.
+    ping_interval: float = 20.0
+    #: Seconds between checks that Redis still answers while no event arrives.
+    redis_check_interval: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Build the configuration from ``BROADCASTER_*`` variables and ``REDIS_URL``."""
+        return cls(
+            host=environment.string("BROADCASTER_HOST", cls.host, env=env),
+            port=environment.integer("BROADCASTER_PORT", cls.port, minimum=1, env=env),
+            redis_url=environment.string("REDIS_URL", cls.redis_url, env=env),
+            auth_timeout=environment.number(
+                "BROADCASTER_AUTH_TIMEOUT", cls.auth_timeout, minimum=0.1, env=env
+            ),
+            max_pending=environment.integer(
+                "BROADCASTER_MAX_PENDING", cls.max_pending, minimum=1, env=env
+            ),
+            drain_seconds=environment.number(
+                "BROADCASTER_DRAIN_SECONDS", cls.drain_seconds, env=env
+            ),
+            close_timeout=environment.number(
+                "BROADCASTER_CLOSE_TIMEOUT", cls.close_timeout, minimum=0.1, env=env
+            ),
+            orm_threads=environment.integer(
+                "BROADCASTER_ORM_THREADS", cls.orm_threads, minimum=1, env=env
+            ),
+            slow_client_buffer=environment.integer(
+                "BROADCASTER_SLOW_CLIENT_BUFFER", cls.slow_client_buffer, minimum=1024, env=env
+            ),
+            ping_interval=environment.number(
+                "BROADCASTER_PING_INTERVAL", cls.ping_interval, minimum=1, env=env
+            ),
+            redis_check_interval=environment.number(
+                "BROADCASTER_REDIS_CHECK_INTERVAL", cls.redis_check_interval, minimum=0.1, env=env
+            ),
+        )

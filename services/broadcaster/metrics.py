@@ -1,0 +1,101 @@
+"""Counters and gauges, rendered in the Prometheus text exposition format."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+
+@dataclasses.dataclass
+class Metrics:
+    """What happened since the process started. Only the event loop mutates it."""
+
+    connections_opened: int = 0
+    events_received: int = 0
+    events_invalid: int = 0
+    messages_sent: int = 0
+    slow_clients_dropped: int = 0
+    redis_reconnects: int = 0
+    connections_refused: int = 0
+    auth_failures: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+
+    def render(self, *, connections: int, pending: int, ready: bool) -> str:
+        """Return the exposition text, with the current gauges."""
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help: str, samples: dict[str, float]) -> None:
+            lines.append(f"# HELP {name} {help}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.extend(f"{name}{labels} {value:g}" for labels, value in samples.items())
+
+        metric(
+            "broadcaster_connections",
+            "gauge",
+            "Authenticated connections open now.",
+            {"": connections},
+        )
+        metric(
+            "broadcaster_pending_connections",
+            "gauge",
+            "Connections waiting for their token.",
+            {"": pending},
+        )
+        metric(
+            "broadcaster_ready",
+            "gauge",
+            "1 when subscribed to the bus and not draining.",
+            {"": int(ready)},
+        )
+        metric(
+            "broadcaster_connections_opened_total",
+            "counter",
+            "Connections that authenticated.",
+            {"": self.connections_opened},
+        )
+        metric(
+            "broadcaster_connections_refused_total",
+            "counter",
+            "Connections refused before the handshake (limit or draining).",
+            {"": self.connections_refused},
+        )
+        metric(
+            "broadcaster_auth_failures_total",
+            "counter",
+            "Connections closed before authenticating, by reason.",
+            {
+                f'{{reason="{reason}"}}': count
+                for reason, count in sorted(self.auth_failures.items())
+            }
+            or {'{reason="invalid"}': 0},
+        )
+        metric(
+            "broadcaster_events_received_total",
+            "counter",
+            "Events read from the bus.",
+            {"": self.events_received},
+        )
+        metric(
+            "broadcaster_events_invalid_total",
+            "counter",
+            "Messages on the bus that were not events (skipped).",
+            {"": self.events_invalid},
+        )
+        metric(
+            "broadcaster_messages_sent_total",
+            "counter",
+            "Event messages written to client connections.",
+            {"": self.messages_sent},
+        )
+        metric(
+            "broadcaster_slow_clients_dropped_total",
+            "counter",
+            "Clients disconnected because they could not keep up.",
+            {"": self.slow_clients_dropped},
+        )
+        metric(
+            "broadcaster_redis_reconnects_total",
+            "counter",
+            "Times the bus connection was lost and retried.",
+            {"": self.redis_reconnects},
+        )
+        return "\n".join(lines) + "\n"

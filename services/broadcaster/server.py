@@ -1,0 +1,288 @@
+"""The WebSocket server: authenticate, register, fan out, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+from collections.abc import Coroutine, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.typing import Origin
+
+from shared.events import Event, InvalidEvent
+
+from .auth import Identity, identify
+from .bus import EventBus
+from .config import Config
+from .metrics import Metrics
+from .registry import Registry
+
+logger = logging.getLogger(__name__)
+
+#: Largest first message read: a django-sesame token is well under 200 bytes.
+#: Clients send nothing else, so this is the limit for the whole connection.
+MAX_MESSAGE_SIZE = 1024
+#: Incoming messages buffered before reading pauses; clients shouldn't send any.
+MAX_QUEUE = 4
+
+
+class Broadcaster:
+    """Pushes each event on the bus to the connected users allowed to see it."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.registry: Registry[ServerConnection] = Registry()
+        self.bus = EventBus(
+            config.redis_url,
+            self.on_message,
+            metrics=self.metrics,
+            check_interval=config.redis_check_interval,
+        )
+        self.pending = 0
+        self.draining = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def ready(self) -> bool:
+        """Whether to take new clients: subscribed to the bus and not draining."""
+        return self.bus.subscribed and not self.draining
+
+    # HTTP, before the WebSocket handshake.
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Answer the health checks and metrics; refuse upgrades when saturated."""
+        path = request.path.partition("?")[0]
+        if path == "/healthz":
+            return connection.respond(200, "ok\n")
+        if path == "/readyz":
+            if self.ready:
+                return connection.respond(200, "ready\n")
+            return connection.respond(503, "draining\n" if self.draining else "bus unavailable\n")
+        if path == "/metrics":
+            response = connection.respond(
+                200,
+                self.metrics.render(
+                    connections=len(self.registry), pending=self.pending, ready=self.ready
+                ),
+            )
+            response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            return response
+        if self.draining:
+            self.metrics.connections_refused += 1
+            return connection.respond(503, "shutting down\n")
+        if self.pending >= self.config.max_pending:
+            self.metrics.connections_refused += 1
+            logger.warning("event=refused reason=too_many_pending pending=%d", self.pending)
+            return connection.respond(503, "too many unauthenticated connections\n")
+        return None
+
+    # WebSocket connections.
+
+    async def handler(self, websocket: ServerConnection) -> None:
+        """Authenticate the client, then keep it registered until it leaves."""
+        self.pending += 1
+        try:
+            identity = await self.authenticate(websocket)
+        finally:
+            self.pending -= 1
+        if identity is None:
+            return
+
+        self.registry.add(websocket, identity.content_types)
+        self.metrics.connections_opened += 1
+        logger.info(
+            "event=connect user=%s remote=%s content_types=%s",
+            identity.username,
+            client_address(websocket),
+            "all" if identity.content_types is None else len(identity.content_types),
+        )
+        try:
+            # Clients have nothing to say; reading keeps the connection
+            # responsive to pings and notices when it closes.
+            async for _ in websocket:
+                pass
+        except ConnectionClosed:
+            pass
+        finally:
+            self.registry.remove(websocket)
+            logger.info(
+                "event=disconnect user=%s remote=%s code=%s",
+                identity.username,
+                client_address(websocket),
+                websocket.close_code,
+            )
+
+    async def authenticate(self, websocket: ServerConnection) -> Identity | None:
+        """Read the token and check it; close the connection if it's refused."""
+        remote = client_address(websocket)
+        try:
+            async with asyncio.timeout(self.config.auth_timeout):
+                token = await websocket.recv()
+        except TimeoutError:
+            self._auth_failed("timeout", remote)
+            await websocket.close(CloseCode.POLICY_VIOLATION, "authentication timed out")
+            return None
+        except ConnectionClosed as exc:
+            too_big = exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG
+            self._auth_failed("too_large" if too_big else "closed", remote)
+            return None
+
+        if not isinstance(token, str):
+            self._auth_failed("binary", remote)
+            await websocket.close(CloseCode.INTERNAL_ERROR, "authentication failed")
+            return None
+        try:
+            identity = await asyncio.to_thread(identify, token)
+        except DatabaseError as exc:
+            logger.error("event=auth_error remote=%s error=%r", remote, str(exc))
+            self._auth_failed("database", remote)
+            await websocket.close(CloseCode.TRY_AGAIN_LATER, "database unavailable")
+            return None
+        if identity is None:
+            self._auth_failed("invalid", remote)
+            await websocket.close(CloseCode.INTERNAL_ERROR, "authentication failed")
+            return None
+        return identity
+
+    def _auth_failed(self, reason: str, remote: str) -> None:
+        self.metrics.auth_failures[reason] += 1
+        logger.info("event=auth_failure reason=%s remote=%s", reason, remote)
+
+    # Events.
+
+    def on_message(self, payload: bytes) -> None:
+        """Send an event from the bus to every connection allowed to see it.
+
+        The published bytes are forwarded unchanged: one encoding for all
+        recipients. Writing is synchronous and doesn't wait for slow clients.
+        """
+        try:
+            event = Event.decode(payload)
+        except InvalidEvent as exc:
+            self.metrics.events_invalid += 1
+            logger.warning("event=bad_message error=%r payload=%r", str(exc), payload[:200])
+            return
+        self.metrics.events_received += 1
+        broadcast(
+            self._keeping_up(self.registry.recipients(event.content_type_id)), payload, text=True
+        )
+
+    def _keeping_up(self, connections: Iterable[ServerConnection]) -> Iterator[ServerConnection]:
+        """Yield open connections that keep up; disconnect those that don't.
+
+        broadcast() has no backpressure: without this, a client that stopped
+        reading would buffer every event in this process's memory.
+        """
+        limit = self.config.slow_client_buffer
+        slow = []
+        for connection in connections:
+            if connection.state is not State.OPEN:
+                continue
+            if connection.transport.get_write_buffer_size() > limit:
+                slow.append(connection)
+                continue
+            self.metrics.messages_sent += 1
+            yield connection
+        for connection in slow:
+            self.metrics.slow_clients_dropped += 1
+            logger.warning("event=slow_client remote=%s", client_address(connection))
+            self._spawn(connection.close(CloseCode.POLICY_VIOLATION, "too slow"))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # Lifecycle.
+
+    async def serve(self, stop: asyncio.Future[None]) -> None:
+        """Serve until ``stop`` is done, then drain and return."""
+        # Browsers send Origin: only the site's own are accepted. Other clients
+        # (python -m websockets) send none, and have no cookies to abuse.
+        origins = [*(Origin(origin) for origin in settings.CSRF_TRUSTED_ORIGINS), None]
+        async with serve(
+            self.handler,
+            self.config.host,
+            self.config.port,
+            process_request=self.process_request,
+            origins=origins,
+            # Messages are small JSON documents: per-connection compression
+            # contexts would cost far more memory than they save bandwidth.
+            compression=None,
+            max_size=MAX_MESSAGE_SIZE,
+            max_queue=MAX_QUEUE,
+            ping_interval=self.config.ping_interval,
+            ping_timeout=self.config.ping_interval,
+            close_timeout=self.config.close_timeout,
+        ) as server:
+            bus = asyncio.create_task(self.bus.run())
+            logger.info("event=listening host=%s port=%d", self.config.host, self.config.port)
+            await stop
+            await self.drain(server)
+            bus.cancel()
+
+    async def drain(self, server: Server) -> None:
+        """Stop taking clients and close every connection with 1001.
+
+        Closes are spread over ``drain_seconds`` so that clients, which come
+        back through the proxy to the other replicas, arrive gradually.
+        """
+        self.draining = True
+        server.close(close_connections=False)  # stop listening; handshakes get 503
+        connections = [c for c in server.connections if c.state is State.OPEN]
+        logger.info(
+            "event=draining connections=%d over=%.1fs", len(connections), self.config.drain_seconds
+        )
+        steps = max(1, min(len(connections), math.ceil(self.config.drain_seconds * 20)))
+        batch = math.ceil(len(connections) / steps) if connections else 0
+        pause = self.config.drain_seconds / steps
+        for start in range(0, len(connections), batch or 1):
+            for connection in connections[start : start + batch]:
+                self._spawn(connection.close(CloseCode.GOING_AWAY, "server shutting down"))
+            await asyncio.sleep(pause)
+        try:
+            async with asyncio.timeout(self.config.close_timeout + 1):
+                await server.wait_closed()
+        except TimeoutError:
+            logger.warning("event=drain_incomplete connections=%d", len(server.connections))
+        logger.info("event=drained")
+
+
+def client_address(websocket: ServerConnection) -> str:
+    """The client's address: X-Forwarded-For behind the proxy, else the peer's."""
+    forwarded = websocket.request.headers.get("X-Forwarded-For") if websocket.request else None
+    if forwarded:
+        return forwarded.split(",")[0].strip()
+    try:
+        return str(websocket.remote_address[0])
+    except (TypeError, IndexError):
+        return "-"
+
+
+async def run(config: Config) -> None:
+    """Run a broadcaster until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    # A bounded pool for the ORM: each thread holds one database connection.
+    loop.set_default_executor(
+        ThreadPoolExecutor(max_workers=config.orm_threads, thread_name_prefix="orm")
+    )
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def request_stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, request_stop)
+    await Broadcaster(config).serve(stop)

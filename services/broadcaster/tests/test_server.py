@@ -1,0 +1,385 @@
+"""A real broadcaster process, real WebSocket clients, real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from unittest import mock
+
+import pytest
+import redis
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Group, Permission, User
+from django.contrib.contenttypes.models import ContentType
+from django.db import connection, models
+from django.test import Client
+from sesame.utils import get_token
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from shared.events import CHANNEL, Event
+from testing import (
+    SERVICES,
+    BroadcasterProcess,
+    PostgresServer,
+    RedisServer,
+    http_status,
+    wait_until,
+)
+from web.notifications.tokens import token_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: Seconds a client waits for a message before the test fails. Generous: a
+#: slow machine must not fail a correct program.
+RECEIVE_TIMEOUT = 30
+
+
+@pytest.fixture
+def broadcaster(start_broadcaster: Callable[..., BroadcasterProcess]) -> BroadcasterProcess:
+    return start_broadcaster()
+
+
+@pytest.fixture
+def bus(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+def user(username: str, *permissions: str, **fields: object) -> User:
+    """Create a user with permissions given as ``"app_label.codename"``."""
+    created = User.objects.create_user(username, **fields)  # type: ignore[arg-type]
+    for permission in permissions:
+        app_label, codename = permission.split(".")
+        created.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    return created
+
+
+def event_for(model: type[models.Model], name: str = "x") -> Event:
+    return Event(
+        model=str(model._meta.verbose_name),
+        object=name,
+        message="Added.",
+        timestamp="2026-11-21T14:00:00+00:00",
+        user="admin",
+        content_type_id=ContentType.objects.get_for_model(model).id,
+        object_id="1",
+        action="added",
+    )
+
+
+@contextlib.contextmanager
+def authenticated(broadcaster: BroadcasterProcess, token: str) -> Iterator[ClientConnection]:
+    """Connect and send the token; enter once the broadcaster registered the client."""
+    before = broadcaster.metrics()["broadcaster_connections_opened_total"]
+    with connect(broadcaster.url, open_timeout=RECEIVE_TIMEOUT) as client:
+        client.send(token)
+        wait_until(
+            lambda: broadcaster.metrics()["broadcaster_connections_opened_total"] > before,
+            "the client to be registered",
+        )
+        yield client
+
+
+def receive(client: ClientConnection) -> Event:
+    return Event.decode(client.recv(timeout=RECEIVE_TIMEOUT))
+
+
+def closed(client: ClientConnection) -> tuple[int, str]:
+    """Wait for the server to close ``client``; return the code and reason it sent."""
+    with pytest.raises(ConnectionClosed) as info:
+        client.recv(timeout=RECEIVE_TIMEOUT)
+    assert info.value.rcvd is not None, "the connection dropped without a close frame"
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
+# Authentication.
+
+
+def test_valid_token_receives_events(broadcaster: BroadcasterProcess, bus: redis.Redis) -> None:
+    root = user("root", is_superuser=True)
+    with authenticated(broadcaster, token_for(root)) as client:
+        event = event_for(Group, "Editors")
+        bus.publish(CHANNEL, event.encode())
+        assert receive(client) == event
+
+
+def test_message_is_forwarded_unchanged(broadcaster: BroadcasterProcess, bus: redis.Redis) -> None:
+    root = user("root", is_superuser=True)
+    payload = json.dumps(json.loads(event_for(Group).encode()) | {"extra": "kept"})
+    with authenticated(broadcaster, token_for(root)) as client:
+        bus.publish(CHANNEL, payload)
+        assert client.recv(timeout=RECEIVE_TIMEOUT) == payload
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        pytest.param(lambda u: "not a token", id="garbage"),
+        pytest.param(lambda u: get_token(u), id="login-link scope"),
+        pytest.param(lambda u: get_token(u, scope="other"), id="other scope"),
+        pytest.param(lambda u: expired(u), id="expired"),
+    ],
+)
+def test_bad_token_is_closed_with_1011(
+    broadcaster: BroadcasterProcess, make_token: Callable[[User], str]
+) -> None:
+    alice = user("alice", "auth.view_group")
+    with connect(broadcaster.url) as client:
+        client.send(make_token(alice))
+        assert closed(client) == (1011, "authentication failed")
+    assert broadcaster.metrics()['broadcaster_auth_failures_total{reason="invalid"}'] == 1
+
+
+def expired(who: User) -> str:
+    with mock.patch("sesame.tokens_v2.time.time", return_value=time.time() - 3600):
+        return token_for(who)
+
+
+def test_token_of_inactive_user_is_refused(broadcaster: BroadcasterProcess) -> None:
+    bob = user("bob", "auth.view_group")
+    token = token_for(bob)
+    bob.is_active = False
+    bob.save()
+    with connect(broadcaster.url) as client:
+        client.send(token)
+        assert closed(client) == (1011, "authentication failed")
+
+
+def test_binary_first_message_is_refused(broadcaster: BroadcasterProcess) -> None:
+    alice = user("alice")
+    with connect(broadcaster.url) as client:
+        client.send(token_for(alice).encode())
+        assert closed(client) == (1011, "authentication failed")
+
+
+def test_silent_client_is_closed(broadcaster: BroadcasterProcess) -> None:
+    with connect(broadcaster.url) as client:
+        assert closed(client) == (1008, "authentication timed out")
+    assert broadcaster.metrics()['broadcaster_auth_failures_total{reason="timeout"}'] == 1
+
+
+def test_oversized_first_message_is_refused(broadcaster: BroadcasterProcess) -> None:
+    with connect(broadcaster.url, max_size=None) as client:
+        client.send("x" * 100_000)
+        code, _ = closed(client)
+    assert code == 1009  # message too big: refused without being read whole
+    assert broadcaster.metrics()['broadcaster_auth_failures_total{reason="too_large"}'] == 1
+
+
+def test_unauthenticated_connections_are_limited(
+    start_broadcaster: Callable[..., BroadcasterProcess],
+) -> None:
+    broadcaster = start_broadcaster(BROADCASTER_MAX_PENDING="2", BROADCASTER_AUTH_TIMEOUT="30")
+    with connect(broadcaster.url), connect(broadcaster.url):
+        wait_until(
+            lambda: broadcaster.metrics()["broadcaster_pending_connections"] == 2,
+            "two pending connections",
+        )
+        with pytest.raises(InvalidStatus) as info:
+            connect(broadcaster.url)
+        assert info.value.response.status_code == 503
+
+
+def test_browsers_from_other_origins_are_refused(broadcaster: BroadcasterProcess) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        connect(broadcaster.url, origin="https://evil.example")  # type: ignore[arg-type]
+    assert info.value.response.status_code == 403
+    with connect(broadcaster.url, origin="http://localhost:8000") as client:  # type: ignore[arg-type]
+        assert closed(client)[0] == 1008  # accepted, then timed out waiting for a token
+
+
+# Who receives what.
+
+
+def test_each_user_receives_exactly_what_they_may_see(
+    broadcaster: BroadcasterProcess, bus: redis.Redis
+) -> None:
+    # Everyone may see log entries: an event of that type ends each stream.
+    grouper = user("grouper", "admin.view_logentry", "auth.view_group")
+    changer = user("changer", "admin.view_logentry", "auth.change_user")
+    nobody = user("nobody", "admin.view_logentry")
+    root = user("root", is_superuser=True)
+    group_event, user_event = event_for(Group, "Editors"), event_for(User, "alice")
+    permission_event, last = event_for(Permission), event_for(LogEntry, "end")
+
+    with contextlib.ExitStack() as stack:
+        clients = {
+            who.username: stack.enter_context(authenticated(broadcaster, token_for(who)))
+            for who in (grouper, changer, nobody, root)
+        }
+        for event in (group_event, user_event, permission_event, last):
+            bus.publish(CHANNEL, event.encode())
+
+        def stream(username: str) -> list[Event]:
+            received = []
+            while not received or received[-1] != last:
+                received.append(receive(clients[username]))
+            return received
+
+        assert stream("grouper") == [group_event, last]
+        assert stream("changer") == [user_event, last]
+        assert stream("nobody") == [last]
+        assert stream("root") == [group_event, user_event, permission_event, last]
+    assert broadcaster.metrics()["broadcaster_messages_sent_total"] == 2 + 2 + 1 + 4
+
+
+def test_permissions_through_a_group(broadcaster: BroadcasterProcess, bus: redis.Redis) -> None:
+    editors = Group.objects.create(name="Editors")
+    editors.permissions.add(Permission.objects.get(codename="view_group"))
+    alice = user("alice")
+    alice.groups.add(editors)
+    with authenticated(broadcaster, token_for(alice)) as client:
+        bus.publish(CHANNEL, event_for(User).encode())
+        bus.publish(CHANNEL, event_for(Group, "seen").encode())
+        assert receive(client).object == "seen"
+
+
+def test_admin_change_reaches_a_connected_client(
+    broadcaster: BroadcasterProcess, admin_client: Client, admin_user: User
+) -> None:
+    watcher = user("watcher", "auth.view_group")
+    with authenticated(broadcaster, token_for(watcher)) as client:
+        response = admin_client.post("/admin/auth/group/add/", {"name": "Editors"})
+        assert response.status_code == 302
+        event = receive(client)
+    group = Group.objects.get()
+    assert (event.action, event.model, event.object) == ("added", "group", "Editors")
+    assert (event.user, event.object_id) == (admin_user.username, str(group.pk))
+
+
+# Robustness.
+
+
+def test_malformed_messages_are_skipped(broadcaster: BroadcasterProcess, bus: redis.Redis) -> None:
+    root = user("root", is_superuser=True)
+    good = event_for(Group, "after the bad ones")
+    with authenticated(broadcaster, token_for(root)) as client:
+        bus.publish(CHANNEL, b"not json")
+        bus.publish(CHANNEL, json.dumps({"model": "group", "object": "no content type"}))
+        bus.publish(CHANNEL, good.encode())
+        assert receive(client) == good
+    metrics = broadcaster.metrics()
+    assert metrics["broadcaster_events_invalid_total"] == 2
+    assert metrics["broadcaster_events_received_total"] == 1
+
+
+def test_redis_restart(
+    broadcaster: BroadcasterProcess, bus: redis.Redis, redis_server: RedisServer
+) -> None:
+    root = user("root", is_superuser=True)
+    with authenticated(broadcaster, token_for(root)) as client:
+        with redis_server.down():
+            wait_until(lambda: http_status(f"{broadcaster.http}/readyz") == 503, "not ready")
+            client.ping().wait(RECEIVE_TIMEOUT)  # still served meanwhile
+        wait_until(lambda: http_status(f"{broadcaster.http}/readyz") == 200, "ready again")
+        assert broadcaster.metrics()["broadcaster_redis_reconnects_total"] >= 1
+        event = event_for(Group, "after the restart")
+        bus.publish(CHANNEL, event.encode())
+        assert receive(client) == event
+    assert "event=bus_subscribed" in broadcaster.output()
+
+
+def test_postgres_restart_does_not_break_authentication(
+    start_broadcaster: Callable[..., BroadcasterProcess],
+    postgres_server: PostgresServer,
+    bus: redis.Redis,
+) -> None:
+    # One ORM thread: the second authentication reuses the first one's connection.
+    broadcaster = start_broadcaster(BROADCASTER_ORM_THREADS="1")
+    root = user("root", is_superuser=True)
+    event = event_for(Group)
+    with authenticated(broadcaster, token_for(root)):
+        pass
+    token = token_for(root)
+    postgres_server.restart()
+    connection.close()  # this test process's own connection went stale too
+    with authenticated(broadcaster, token) as client:
+        bus.publish(CHANNEL, event.encode())
+        assert receive(client) == event
+
+
+def test_sigterm_closes_clients_with_1001_and_exits(
+    broadcaster: BroadcasterProcess,
+) -> None:
+    root = user("root", is_superuser=True)
+    with contextlib.ExitStack() as stack:
+        clients = [
+            stack.enter_context(authenticated(broadcaster, token_for(root))) for _ in range(3)
+        ]
+        assert broadcaster.terminate() == 0
+        for client in clients:
+            assert closed(client) == (1001, "server shutting down")
+    output = broadcaster.output()
+    assert "event=draining connections=3" in output
+    assert "event=drained" in output
+
+
+def test_health_endpoints(broadcaster: BroadcasterProcess) -> None:
+    assert http_status(f"{broadcaster.http}/healthz") == 200
+    assert http_status(f"{broadcaster.http}/readyz") == 200
+    metrics = broadcaster.metrics()
+    assert metrics["broadcaster_ready"] == 1
+    assert metrics["broadcaster_connections"] == 0
+
+
+def test_missing_configuration_fails_fast() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "broadcaster"],
+        cwd=SERVICES,
+        capture_output=True,
+        text=True,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_"))},
+            "PYTHONPATH": str(SERVICES),
+            "DJANGO_SECRET_KEY": "x" * 50,
+        },
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "broadcaster: configuration error: DATABASE_URL must be set" in result.stderr
+
+
+# The how-to's command-line client.
+
+
+def test_python_m_websockets(broadcaster: BroadcasterProcess, bus: redis.Redis) -> None:
+    root = user("root", is_superuser=True)
+    before = broadcaster.metrics()["broadcaster_connections_opened_total"]
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "websockets", broadcaster.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert cli.stdin is not None and cli.stdout is not None
+    try:
+        cli.stdin.write(token_for(root).encode() + b"\n")  # paste the token, press Enter
+        cli.stdin.flush()
+        wait_until(
+            lambda: broadcaster.metrics()["broadcaster_connections_opened_total"] > before,
+            "the CLI to authenticate",
+        )
+        event = event_for(Group, "seen in the terminal")
+        bus.publish(CHANNEL, event.encode())
+        output = b""
+        deadline = time.monotonic() + RECEIVE_TIMEOUT
+        while b"seen in the terminal" not in output and time.monotonic() < deadline:
+            if select.select([cli.stdout], [], [], 1)[0]:
+                output += os.read(cli.stdout.fileno(), 65536)
+        text = output.decode()
+        assert f"Connected to {broadcaster.url}" in text
+        line = next(line for line in text.splitlines() if "seen in the terminal" in line)
+        assert Event.decode(line[line.index("< ") + 2 :].strip()) == event
+    finally:
+        cli.stdin.close()
+        cli.wait(timeout=RECEIVE_TIMEOUT)

@@ -1,0 +1,1 @@
+"""Code that both services import: the event on the bus and configuration readers."""

@@ -1,0 +1,87 @@
+"""The event that Django publishes on the bus and the broadcasters deliver.
+
+This module is the single definition of the event's shape. Django builds
+events with :meth:`Event.encode`; broadcasters check them with
+:func:`Event.decode` and forward the published bytes unchanged, so a client
+receives exactly what Django wrote.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+#: Redis Pub/Sub channel carrying events, as in the how-to.
+CHANNEL = "events"
+
+
+class InvalidEvent(ValueError):
+    """A message on the bus that is not an event."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    """One change made in the Django admin.
+
+    The fields are the how-to's, plus ``action`` so that a client can tell an
+    addition from a deletion without parsing ``message``.
+    """
+
+    #: Verbose name of the model, e.g. ``"group"``.
+    model: str
+    #: ``str()`` of the object when it was logged.
+    object: str
+    #: Readable change message, e.g. ``"Changed name."``.
+    message: str
+    #: When the change was made, ISO 8601 with time zone.
+    timestamp: str
+    #: Who made the change.
+    user: str
+    #: Primary key of the model's ``ContentType``: what permissions filter on.
+    content_type_id: int
+    #: Primary key of the object, as a string; ``None`` when unknown.
+    object_id: str | None
+    #: ``"added"``, ``"changed"`` or ``"deleted"``.
+    action: str
+
+    def encode(self) -> bytes:
+        """Serialize to the JSON text published on :data:`CHANNEL`."""
+        return json.dumps(dataclasses.asdict(self), ensure_ascii=False).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes | str) -> Event:
+        """Parse a message from :data:`CHANNEL`.
+
+        Unknown fields are ignored, so that a newer publisher may add fields
+        before every broadcaster is upgraded.
+
+        Raises:
+            InvalidEvent: if ``payload`` isn't a JSON object with every field
+                of the expected type.
+        """
+        try:
+            data: Any = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidEvent(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidEvent("not a JSON object")
+        values = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in data:
+                raise InvalidEvent(f"missing field: {field.name}")
+            value = data[field.name]
+            if not _has_type(value, field.type):
+                raise InvalidEvent(f"wrong type for field: {field.name}")
+            values[field.name] = value
+        return cls(**values)
+
+
+def _has_type(value: object, annotation: object) -> bool:
+    # Annotations are strings because of ``from __future__ import annotations``.
+    if annotation == "int":
+        # bool is a subclass of int, but true is not a content type.
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation == "str | None":
+        return value is None or isinstance(value, str)
+    return isinstance(value, str)

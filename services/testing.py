@@ -1,0 +1,246 @@
+"""Real PostgreSQL, Redis and broadcaster processes for the services' tests.
+
+The servers are private to the test session: started on free loopback ports
+from Debian's ``postgresql`` and ``redis-server`` packages, and stopped at the
+end. Tests may stop and restart them to exercise outages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+SERVICES = Path(__file__).resolve().parent
+
+# Seconds to wait for a server to come up: generous, since CI machines are slow.
+# A test fails if a server doesn't start in time; it never measures speed.
+STARTUP_TIMEOUT = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = STARTUP_TIMEOUT) -> None:
+    """Poll ``predicate`` until it's true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def http_status(url: str) -> int | None:
+    """GET ``url``; return the status, or None if nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def find_program(name: str) -> str:
+    """Find a server program on PATH or in Debian's PostgreSQL directories."""
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
+    )
+    if found is None:
+        pytest.exit(
+            f"{name} not found: install Debian's postgresql and redis-server packages "
+            "(.ci/run does it)",
+            returncode=3,
+        )
+    return found
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on a free port, trusting loopback clients.
+
+    PostgreSQL refuses to run as root; when the tests do, the server runs as the
+    ``postgres`` user that Debian's package creates.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.directory = Path(tempfile.mkdtemp(prefix="test-postgres-"))
+        self.data = self.directory / "data"
+        if self.user:
+            shutil.chown(self.directory, self.user)
+        self._run(
+            find_program("initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(args, check=True, capture_output=True, user=self.user)
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c full_page_writes=off"
+        )
+        self._run(
+            find_program("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.directory / "log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run(find_program("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def restart(self) -> None:
+        """Restart the server: every existing client connection is cut."""
+        self.stop()
+        self.start()
+
+    def url(self, database: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class RedisServer:
+    """A redis-server on a free port, without persistence."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                find_program("redis-server"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, "redis-server")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=STARTUP_TIMEOUT)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """Stop Redis for the duration of the block, then start it again."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+
+class BroadcasterProcess:
+    """``python -m broadcaster`` in a subprocess, as in production."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}/"
+        self.http = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="broadcaster-", suffix=".log")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "broadcaster"],
+            cwd=SERVICES,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(SERVICES),
+                **env,
+                "BROADCASTER_HOST": "127.0.0.1",
+                "BROADCASTER_PORT": str(self.port),
+            },
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"broadcaster exited with {self.process.returncode}:\n{self.output()}")
+            return http_status(f"{self.http}/readyz") == 200
+
+        wait_until(ready, "the broadcaster to be ready")
+
+    def metrics(self) -> dict[str, float]:
+        """Parse /metrics into ``{'name{labels}': value}``."""
+        with urllib.request.urlopen(f"{self.http}/metrics", timeout=5) as response:  # noqa: S310
+            text = response.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def terminate(self) -> int:
+        """Send SIGTERM; return the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=STARTUP_TIMEOUT)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()

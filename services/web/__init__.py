@@ -1,0 +1,1 @@
+"""The Django site: admin, token endpoint, live page; publishes admin changes."""

@@ -1,0 +1,25 @@
+"""gunicorn settings, from the environment (see the README's configuration table)."""
+
+from __future__ import annotations
+
+import os
+
+from shared import environment
+
+bind = f"0.0.0.0:{environment.integer('WEB_PORT', 8000, minimum=1)}"
+# gunicorn's advice is 2 x cores + 1; capped, since a container often sees
+# more cores than its CPU limit grants. Scale out with replicas instead.
+workers = environment.integer(
+    "WEB_CONCURRENCY", min(2 * len(os.sched_getaffinity(0)) + 1, 8), minimum=1
+)
+# Threads let a worker serve a slow client without blocking the others.
+worker_class = "gthread"
+threads = environment.integer("WEB_THREADS", 4, minimum=1)
+timeout = 30
+graceful_timeout = 20
+# Heartbeat files in memory: works with a read-only root filesystem.
+worker_tmp_dir = "/dev/shm"  # noqa: S108
+accesslog = "-"
+# Only the edge proxy can reach web (compose networks, NetworkPolicy), so its
+# X-Forwarded-* headers are trusted. Narrow this when that isn't the case.
+forwarded_allow_ips = environment.string("FORWARDED_ALLOW_IPS", "*")

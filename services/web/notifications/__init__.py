@@ -1,0 +1,1 @@
+"""Publishes admin changes to the bus; gives users tokens and the live page."""

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from .publishing import counters
+from .tokens import token_for
+
+
+def websocket_url(request: HttpRequest) -> str:
+    """The broadcasters' address for this request: same origin, path ``/ws/``."""
+    if settings.WEBSOCKET_URL:
+        return str(settings.WEBSOCKET_URL)
+    scheme = "wss" if request.is_secure() else "ws"
+    return f"{scheme}://{request.get_host()}/ws/"
+
+
+@require_GET
+@never_cache
+def token(request: HttpRequest) -> JsonResponse:
+    """A fresh WebSocket token for the logged-in user, and where to use it."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "login required"}, status=401)
+    return JsonResponse(
+        {
+            "token": token_for(request.user),
+            "url": websocket_url(request),
+            "expires_in": settings.SESAME_MAX_AGE,
+        }
+    )
+
+
+@require_GET
+@login_required
+def live(request: HttpRequest) -> HttpResponse:
+    """The page that shows notifications as they arrive."""
+    return render(request, "notifications/live.html")
+
+
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    """Alive: the process answers. Checks no dependency on purpose."""
+    return HttpResponse("ok\n", content_type="text/plain")
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Publishing counters in the Prometheus text format, for this worker process."""
+    pid = os.getpid()
+    body = (
+        "# HELP web_events_published_total Events published to Redis by this worker.\n"
+        "# TYPE web_events_published_total counter\n"
+        f'web_events_published_total{{pid="{pid}"}} {counters.published}\n'
+        "# HELP web_event_publish_failures_total Events lost because Redis refused them.\n"
+        "# TYPE web_event_publish_failures_total counter\n"
+        f'web_event_publish_failures_total{{pid="{pid}"}} {counters.failed}\n'
+    )
+    return HttpResponse(body, content_type="text/plain; version=0.0.4")

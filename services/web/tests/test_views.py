@@ -1,0 +1,75 @@
+"""The token endpoint, the live page and the health check, over HTTP."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client, override_settings
+from sesame.utils import get_token, get_user
+
+from web.notifications.tokens import user_for
+
+pytestmark = pytest.mark.django_db
+
+
+def test_token_requires_login(client: Client) -> None:
+    response = client.get("/api/token/")
+    assert response.status_code == 401
+    assert response.json() == {"error": "login required"}
+
+
+def test_token_for_the_logged_in_user(client: Client, django_user_model: type[User]) -> None:
+    alice = django_user_model.objects.create_user("alice", password="a-Long-passphrase-1")
+    client.force_login(alice)
+
+    response = client.get("/api/token/")
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    grant = response.json()
+    assert user_for(grant["token"]) == alice
+    assert grant["url"] == "ws://testserver/ws/"
+    assert grant["expires_in"] == 30
+
+
+def test_websocket_tokens_are_not_login_links(django_user_model: type[User]) -> None:
+    alice = django_user_model.objects.create_user("alice")
+    client = Client()
+    client.force_login(alice)
+    websocket_token = client.get("/api/token/").json()["token"]
+    assert get_user(websocket_token) is None  # not a login link
+    assert user_for(get_token(alice)) is None  # a login link is not a WebSocket token
+
+
+@override_settings(WEBSOCKET_URL="wss://push.example.com/")
+def test_websocket_url_can_be_configured(admin_client: Client) -> None:
+    assert admin_client.get("/api/token/").json()["url"] == "wss://push.example.com/"
+
+
+def test_websocket_url_follows_https(admin_client: Client) -> None:
+    assert admin_client.get("/api/token/", secure=True).json()["url"] == "wss://testserver/ws/"
+
+
+def test_live_page_sends_anonymous_users_to_login(client: Client) -> None:
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/?next=/")
+
+
+def test_live_page(admin_client: Client) -> None:
+    response = admin_client.get("/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'data-token-url="/api/token/"' in page
+    assert "notifications/live.js" in page
+
+
+def test_healthz(client: Client) -> None:
+    response = client.get("/healthz")
+    assert (response.status_code, response.content) == (200, b"ok\n")
+
+
+def test_metrics_report_publishing_counters(client: Client) -> None:
+    text = client.get("/metrics").content.decode()
+    assert "# TYPE web_event_publish_failures_total counter" in text
+    assert "web_events_published_total{pid=" in text
