@@ -88,7 +88,10 @@ class EventBus:
                     awaiting_pong = False
                     kind = message["type"]
                     if kind == "message":
-                        self.on_message(message["data"])
+                        try:
+                            self.on_message(message["data"])
+                        except Exception:  # a bug must not stop the next events
+                            logger.exception("event=handler_error")
                     elif kind == "subscribe":
                         self.subscribed = True
                         logger.info("event=bus_subscribed channel=%s", self.channel)

@@ -220,6 +220,8 @@ class Broadcaster:
             # Messages are small JSON documents: per-connection compression
             # contexts would cost far more memory than they save bandwidth.
             compression=None,
+            # write_limit is left alone: only send() waits on it, and events go
+            # out through broadcast(), which doesn't; _keeping_up() bounds that.
             max_size=MAX_MESSAGE_SIZE,
             max_queue=MAX_QUEUE,
             ping_interval=self.config.ping_interval,
@@ -228,8 +230,12 @@ class Broadcaster:
         ) as server:
             bus = asyncio.create_task(self.bus.run())
             logger.info("event=listening host=%s port=%d", self.config.host, self.config.port)
-            await stop
+            await asyncio.wait([stop, bus], return_when=asyncio.FIRST_COMPLETED)
             await self.drain(server)
+            if bus.done():
+                # run() retries Redis errors forever: ending is a bug. Exit so
+                # that the orchestrator restarts a clean process.
+                raise RuntimeError("the event bus stopped") from bus.exception()
             bus.cancel()
 
     async def drain(self, server: Server) -> None:
@@ -244,13 +250,15 @@ class Broadcaster:
         logger.info(
             "event=draining connections=%d over=%.1fs", len(connections), self.config.drain_seconds
         )
-        steps = max(1, min(len(connections), math.ceil(self.config.drain_seconds * 20)))
-        batch = math.ceil(len(connections) / steps) if connections else 0
-        pause = self.config.drain_seconds / steps
-        for start in range(0, len(connections), batch or 1):
-            for connection in connections[start : start + batch]:
+        # Up to 20 batches a second; no pause after the last one.
+        batches = max(1, min(len(connections), math.ceil(self.config.drain_seconds * 20)))
+        size = max(1, math.ceil(len(connections) / batches))
+        pause = self.config.drain_seconds / max(1, batches - 1)
+        for start in range(0, len(connections), size):
+            if start:
+                await asyncio.sleep(pause)
+            for connection in connections[start : start + size]:
                 self._spawn(connection.close(CloseCode.GOING_AWAY, "server shutting down"))
-            await asyncio.sleep(pause)
         try:
             async with asyncio.timeout(self.config.close_timeout + 1):
                 await server.wait_closed()
