@@ -11,6 +11,20 @@ PYTHON_VERSION ?= 3.11
 
 BIN := $(VENV)/bin
 
+# The stack. `docker compose` (v2) if installed, else docker-compose (1.29).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+BROADCASTERS ?= 3
+APP_IMAGE ?= django-realtime-notifications/app:dev
+EDGE_IMAGE ?= django-realtime-notifications/edge:dev
+TAIL ?= 200
+# .env (written by `make up`) holds this machine's secrets and choices; its
+# values count here too, and so do the environment's and the command line's.
+-include .env
+SITE_PORT ?= 8000
+WEBSOCKET_PORT ?= 8888
+DJANGO_CSRF_TRUSTED_ORIGINS ?= http://localhost:$(SITE_PORT),http://127.0.0.1:$(SITE_PORT)
+export SITE_PORT WEBSOCKET_PORT DJANGO_CSRF_TRUSTED_ORIGINS APP_IMAGE EDGE_IMAGE
+
 ##@ General
 
 .PHONY: help
@@ -18,6 +32,69 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
 	/^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
 	/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Stack
+
+.PHONY: up
+up: ## Build what is missing, start the stack (BROADCASTERS=3), wait until healthy
+	@scripts/init-env.sh
+	@scripts/choose-base-images.sh
+	@# The host's CA bundle, for the image's build stage only (services/Dockerfile).
+	@cp /etc/ssl/certs/ca-certificates.crt services/build-ca.crt 2>/dev/null || : > services/build-ca.crt
+	$(COMPOSE) up --detach --build --remove-orphans --scale broadcaster=$(BROADCASTERS)
+	@scripts/wait-healthy.sh "$(COMPOSE)"
+	@$(MAKE) --no-print-directory addresses
+
+.PHONY: addresses
+addresses: ## Print where the running stack answers
+	@echo
+	@echo "The stack is up ($(COMPOSE) project: $${COMPOSE_PROJECT_NAME:-$(notdir $(CURDIR))})."
+	@echo "  site              http://localhost:$(SITE_PORT)/   (admin: http://localhost:$(SITE_PORT)/admin/)"
+	@echo "  WebSocket         ws://localhost:$(SITE_PORT)/ws/   (same origin as the site)"
+	@echo "  WebSocket direct  ws://localhost:$(WEBSOCKET_PORT)/"
+	@echo "Next: 'make superuser' to create an administrator and log in;"
+	@echo "      'make token USER=<name>', then: python -m websockets ws://localhost:$(WEBSOCKET_PORT)/"
+
+.PHONY: down
+down: ## Stop the stack; keep its data
+	$(COMPOSE) down --remove-orphans
+
+.PHONY: clean
+clean: ## Stop the stack, remove its volumes and the images it built
+	$(COMPOSE) down --volumes --remove-orphans
+	docker image rm --force $(APP_IMAGE) $(EDGE_IMAGE) >/dev/null 2>&1 || true
+	rm -f services/build-ca.crt
+
+.PHONY: ps
+ps: ## State of the stack's containers
+	$(COMPOSE) ps
+
+.PHONY: logs
+logs: ## Recent logs of every service (TAIL=200 lines each)
+	$(COMPOSE) logs --timestamps --tail=$(TAIL)
+
+.PHONY: scale
+scale: ## Set the number of broadcasters of the running stack: make scale BROADCASTERS=N
+	$(COMPOSE) up --detach --no-deps --no-recreate --scale broadcaster=$(BROADCASTERS) broadcaster
+	@scripts/wait-healthy.sh "$(COMPOSE)"
+	@echo "broadcasters: $(BROADCASTERS)"
+
+.PHONY: token
+token: ## Print a fresh WebSocket token for a user: make token USER=name
+	@[ "$(origin USER)" = "command line" ] || { echo "usage: make token USER=<username>" >&2; exit 2; }
+	@$(COMPOSE) exec -T web python web/manage.py websocket_token "$(USER)"
+
+.PHONY: superuser
+superuser: ## Create an administrator, interactively or from DJANGO_SUPERUSER_USERNAME/_PASSWORD/_EMAIL
+	@if [ -n "$${DJANGO_SUPERUSER_USERNAME:-}" ]; then \
+	  $(COMPOSE) exec -T \
+	    -e DJANGO_SUPERUSER_USERNAME="$$DJANGO_SUPERUSER_USERNAME" \
+	    -e DJANGO_SUPERUSER_PASSWORD="$${DJANGO_SUPERUSER_PASSWORD:?set it too}" \
+	    -e DJANGO_SUPERUSER_EMAIL="$${DJANGO_SUPERUSER_EMAIL:-}" \
+	    web python web/manage.py createsuperuser --noinput; \
+	else \
+	  $(COMPOSE) exec web python web/manage.py createsuperuser; \
+	fi
 
 ##@ Development
 

@@ -38,6 +38,9 @@ Builds these images locally from Debian bookworm packages (no registry needed):
 $(printf '  %s\n' "${IMAGE_TAGS[@]}")
 
 An image that already exists is left alone unless --force is given.
+
+  --force         rebuild everything (base included), without the layer cache
+
 Needs: a reachable docker daemon, mmdebstrap (apt-get install mmdebstrap), root
 (or whatever mmdebstrap's automatic mode can use) and the host's apt sources.
 EOF
@@ -77,7 +80,7 @@ elif ((${#todo[@]} > 0)) && ! image_exists "$BASE_TAG"; then
 fi
 
 if ((need_base == 0 && ${#todo[@]} == 0)); then
-    log "nothing to do: ${BASE_TAG} and all stand-in images already exist (use --force to rebuild)"
+    log "nothing to do: all stand-in images already exist (use --force to rebuild)"
     printf '%s\n' "${IMAGE_TAGS[@]}"
     exit 0
 fi
@@ -111,11 +114,14 @@ build_base() {
     # package (which would drag perl into every image).
     # The --aptopt/--dpkgopt settings are also written into the rootfs, so the
     # later `apt-get install`s in the Dockerfiles skip recommends and docs too.
-    # policy-rc.d (exit 101): package scripts never try to start services.
+    # policy-rc.d (exit 101): package scripts never try to start services. It
+    # is written by our own hook, because mmdebstrap deletes the one it makes.
     # shellcheck disable=SC2016  # $1 is expanded by mmdebstrap's hook shell
     mmdebstrap \
         --variant=apt \
         --hook-dir="$MERGED_USR_HOOKS" \
+        --skip=chroot/policy-rc.d \
+        --extract-hook='printf "#!/bin/sh\nexit 101\n" >"$1/usr/sbin/policy-rc.d"; chmod 0755 "$1/usr/sbin/policy-rc.d"' \
         --aptopt='APT::Install-Recommends "false"' \
         --aptopt='APT::Install-Suggests "false"' \
         --aptopt='Acquire::Languages "none"' \
@@ -126,7 +132,6 @@ build_base() {
         --dpkgopt='path-exclude=/usr/share/locale/*' \
         --dpkgopt='path-include=/usr/share/locale/locale.alias' \
         --dpkgopt='path-exclude=/usr/share/lintian/*' \
-        --customize-hook='printf "#!/bin/sh\nexit 101\n" >"$1/usr/sbin/policy-rc.d"; chmod 0755 "$1/usr/sbin/policy-rc.d"' \
         --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/apt/* "$1"/var/log/dpkg.log' \
         bookworm "$tarball" \
         || die "mmdebstrap failed (see its messages above)"

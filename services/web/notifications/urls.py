@@ -9,6 +9,5 @@ app_name = "notifications"
 urlpatterns = [
     path("", views.live, name="live"),
     path("api/token/", views.token, name="token"),
-    path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics, name="metrics"),
 ]

@@ -44,12 +44,6 @@ def live(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def healthz(request: HttpRequest) -> HttpResponse:
-    """Alive: the process answers. Checks no dependency on purpose."""
-    return HttpResponse("ok\n", content_type="text/plain")
-
-
-@require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
     """Publishing counters in the Prometheus text format, for this worker process."""
     pid = os.getpid()

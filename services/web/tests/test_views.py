@@ -69,6 +69,12 @@ def test_healthz(client: Client) -> None:
     assert (response.status_code, response.content) == (200, b"ok\n")
 
 
+def test_healthz_answers_probes_by_ip_address(client: Client) -> None:
+    # Load balancers and Kubernetes probes send Host: <pod IP>, not in ALLOWED_HOSTS.
+    assert client.get("/healthz", HTTP_HOST="10.1.2.3:8000").status_code == 200
+    assert client.get("/api/token/", HTTP_HOST="10.1.2.3:8000").status_code == 400
+
+
 def test_metrics_report_publishing_counters(client: Client) -> None:
     text = client.get("/metrics").content.decode()
     assert "# TYPE web_event_publish_failures_total counter" in text
