@@ -121,6 +121,10 @@ format: venv ## Format the code and apply safe lint fixes
 unit: venv ## Services' tests, against PostgreSQL and Redis servers they start
 	$(BIN)/pytest services
 
+.PHONY: e2e
+e2e: venv ## End-to-end suite: starts its own stack (project notifications-e2e), drives it, removes it
+	$(BIN)/pytest tests
+
 .PHONY: test
 test: lint unit ## The whole test suite
 

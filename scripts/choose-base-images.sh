@@ -48,5 +48,9 @@ for entry in "${standins[@]}"; do
 done
 
 if ((${#missing[@]})); then
+  if ! command -v mmdebstrap >/dev/null && ((EUID == 0)) && command -v apt-get >/dev/null; then
+    echo "Installing Debian's mmdebstrap to build them."
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mmdebstrap
+  fi
   images/build-local-bases.sh
 fi

@@ -21,81 +21,65 @@ class Metrics:
 
     def render(self, *, connections: int, pending: int, ready: bool) -> str:
         """Return the exposition text, with the current gauges."""
-        lines: list[str] = []
-
-        def metric(name: str, kind: str, help: str, samples: dict[str, float]) -> None:
-            lines.append(f"# HELP {name} {help}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.extend(f"{name}{labels} {value:g}" for labels, value in samples.items())
-
-        metric(
-            "broadcaster_connections",
-            "gauge",
-            "Authenticated connections open now.",
-            {"": connections},
-        )
-        metric(
-            "broadcaster_pending_connections",
-            "gauge",
-            "Connections waiting for their token.",
-            {"": pending},
-        )
-        metric(
-            "broadcaster_ready",
-            "gauge",
-            "1 when subscribed to the bus and not draining.",
-            {"": int(ready)},
-        )
-        metric(
-            "broadcaster_connections_opened_total",
-            "counter",
-            "Connections that authenticated.",
-            {"": self.connections_opened},
-        )
-        metric(
-            "broadcaster_connections_refused_total",
-            "counter",
-            "Connections refused before the handshake (limit or draining).",
-            {"": self.connections_refused},
-        )
-        metric(
-            "broadcaster_auth_failures_total",
-            "counter",
-            "Connections closed before authenticating, by reason.",
-            {
-                f'{{reason="{reason}"}}': count
-                for reason, count in sorted(self.auth_failures.items())
-            }
-            or {'{reason="invalid"}': 0},
-        )
-        metric(
-            "broadcaster_events_received_total",
-            "counter",
-            "Events read from the bus.",
-            {"": self.events_received},
-        )
-        metric(
-            "broadcaster_events_invalid_total",
-            "counter",
-            "Messages on the bus that were not events (skipped).",
-            {"": self.events_invalid},
-        )
-        metric(
-            "broadcaster_messages_sent_total",
-            "counter",
-            "Event messages written to client connections.",
-            {"": self.messages_sent},
-        )
-        metric(
-            "broadcaster_slow_clients_dropped_total",
-            "counter",
-            "Clients disconnected because they could not keep up.",
-            {"": self.slow_clients_dropped},
-        )
-        metric(
-            "broadcaster_redis_reconnects_total",
-            "counter",
-            "Times the bus connection was lost and retried.",
-            {"": self.redis_reconnects},
-        )
+        auth_failures: dict[str, float] = {
+            f'{{reason="{reason}"}}': count for reason, count in sorted(self.auth_failures.items())
+        } or {'{reason="invalid"}': 0}
+        families: list[tuple[str, str, str, dict[str, float]]] = [
+            ("connections", "gauge", "Authenticated connections open now.", {"": connections}),
+            ("pending_connections", "gauge", "Connections waiting for their token.", {"": pending}),
+            ("ready", "gauge", "1 when subscribed to the bus and not draining.", {"": int(ready)}),
+            (
+                "connections_opened_total",
+                "counter",
+                "Connections that authenticated.",
+                {"": self.connections_opened},
+            ),
+            (
+                "connections_refused_total",
+                "counter",
+                "Connections refused before the handshake (limit or draining).",
+                {"": self.connections_refused},
+            ),
+            (
+                "auth_failures_total",
+                "counter",
+                "Connections closed before authenticating, by reason.",
+                auth_failures,
+            ),
+            (
+                "events_received_total",
+                "counter",
+                "Events read from the bus.",
+                {"": self.events_received},
+            ),
+            (
+                "events_invalid_total",
+                "counter",
+                "Messages on the bus that were not events (skipped).",
+                {"": self.events_invalid},
+            ),
+            (
+                "messages_sent_total",
+                "counter",
+                "Event messages written to client connections.",
+                {"": self.messages_sent},
+            ),
+            (
+                "slow_clients_dropped_total",
+                "counter",
+                "Clients disconnected because they could not keep up.",
+                {"": self.slow_clients_dropped},
+            ),
+            (
+                "redis_reconnects_total",
+                "counter",
+                "Times the bus connection was lost and retried.",
+                {"": self.redis_reconnects},
+            ),
+        ]
+        lines = []
+        for short_name, kind, help, samples in families:
+            name = f"broadcaster_{short_name}"
+            lines += [f"# HELP {name} {help}", f"# TYPE {name} {kind}"]
+            lines += [f"{name}{labels} {value:g}" for labels, value in samples.items()]
         return "\n".join(lines) + "\n"

@@ -7,7 +7,10 @@ reported the same way everywhere: which variable, what was wrong.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 
 class ConfigurationError(RuntimeError):
@@ -32,25 +35,29 @@ def integer(
     name: str, default: int, *, minimum: int = 0, env: Mapping[str, str] | None = None
 ) -> int:
     """Return the variable ``name`` as an integer of at least ``minimum``."""
-    raw = string(name, str(default), env=env)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
-    return value
+    return _at_least(name, default, minimum, int, "an integer", env)
 
 
 def number(
     name: str, default: float, *, minimum: float = 0.0, env: Mapping[str, str] | None = None
 ) -> float:
     """Return the variable ``name`` as a float of at least ``minimum``."""
+    return _at_least(name, default, minimum, float, "a number", env)
+
+
+def _at_least(
+    name: str,
+    default: N,
+    minimum: N,
+    parse: Callable[[str], N],
+    kind: str,
+    env: Mapping[str, str] | None,
+) -> N:
     raw = string(name, str(default), env=env)
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+        raise ConfigurationError(f"{name} must be {kind}, got {raw!r}") from None
     if value < minimum:
         raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
     return value
