@@ -30,7 +30,7 @@ export SITE_PORT WEBSOCKET_PORT DJANGO_CSRF_TRUSTED_ORIGINS APP_IMAGE EDGE_IMAGE
 .PHONY: help
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
-	/^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
+	/^[a-zA-Z0-9_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
 	/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 ##@ Stack
@@ -126,7 +126,7 @@ e2e: venv ## End-to-end suite: starts its own stack (project notifications-e2e),
 	$(BIN)/pytest tests
 
 .PHONY: test
-test: lint unit ## The whole test suite
+test: lint unit k8s-check ## The whole test suite
 
 .PHONY: lock
 lock: venv ## Recompile the lock files from the .in files (needs PyPI)
@@ -135,3 +135,57 @@ lock: venv ## Recompile the lock files from the .in files (needs PyPI)
 	  --no-strip-extras services/requirements.in -o services/requirements.txt
 	$(BIN)/uv pip compile --quiet --python-version $(PYTHON_VERSION) --generate-hashes \
 	  requirements-dev.in -o requirements-dev.txt
+	$(BIN)/uv pip compile --quiet --python-version $(PYTHON_VERSION) --generate-hashes \
+	  k8s/requirements.in -o k8s/requirements.txt
+
+##@ Kubernetes
+
+# The manifests are under k8s/ (k8s/README.md). Checking them needs no
+# cluster: k8s-check installs its tools into their own virtualenv, from PyPI.
+K8S_VENV ?= k8s/.venv
+# Releases whose schemas the manifests must satisfy: the oldest they support
+# (preStop's sleep action is on by default from 1.30) and the newest.
+K8S_SCHEMA_VERSIONS ?= 1.30.0 1.37.0
+
+K8S_BIN := $(K8S_VENV)/bin
+K8S_TOOLS := $(K8S_VENV)/.installed
+# What users apply: `kubectl apply -k` one of these.
+K8S_KUSTOMIZATIONS := k8s k8s/overlays/local k8s/overlays/production
+K8S_RENDERED := k8s/.rendered
+# make k8s-up and k8s-test drive k8s/scripts/local-cluster.sh with these.
+K8S_CLUSTER_SCRIPT = KUBECTL=$(K8S_BIN)/kubectl COMPOSE="$(COMPOSE)" k8s/scripts/local-cluster.sh
+
+# The tools, from k8s/requirements.txt (pinned, with hashes).
+$(K8S_TOOLS): k8s/requirements.txt
+	rm -rf $(K8S_VENV)
+	$(PYTHON) -m venv $(K8S_VENV)
+	$(K8S_BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r k8s/requirements.txt
+	touch $@
+
+.PHONY: k8s-check
+k8s-check: $(K8S_TOOLS) ## Check the Kubernetes manifests without a cluster: render, schemas, checkov, parity
+	@rm -rf $(K8S_RENDERED) && mkdir -p $(K8S_RENDERED)
+	@for kustomization in $(K8S_KUSTOMIZATIONS); do \
+	  $(K8S_BIN)/kubectl kustomize $$kustomization >$(K8S_RENDERED)/$${kustomization//\//-}.yaml; \
+	  echo "rendered $$kustomization"; \
+	done
+	@for version in $(K8S_SCHEMA_VERSIONS); do \
+	  $(K8S_BIN)/kubernetes-validate --strict --quiet --kubernetes-version $$version \
+	    $(K8S_RENDERED)/*.yaml k8s/base/secrets.example.yaml; \
+	  echo "valid against the OpenAPI schemas of Kubernetes $$version"; \
+	done
+	@# checkov ignores dot-directories such as k8s/.rendered: name the files.
+	@report=$$($(K8S_BIN)/checkov --config-file k8s/checkov.yaml \
+	  $(foreach k,$(K8S_KUSTOMIZATIONS),--file $(K8S_RENDERED)/$(subst /,-,$(k)).yaml)) \
+	  || { echo "$$report"; exit 1; }; \
+	echo "$$report" | grep -v '^$$'; \
+	[[ $$report == *"Passed checks: "[1-9]* ]] || { echo "checkov checked nothing" >&2; exit 1; }
+	$(K8S_BIN)/pytest -c k8s/tests/pytest.ini k8s/tests
+
+.PHONY: k8s-up
+k8s-up: $(K8S_TOOLS) ## Deploy k8s/overlays/local to kubectl's cluster (kind, k3d, minikube...) and port-forward
+	@$(K8S_CLUSTER_SCRIPT) up
+
+.PHONY: k8s-test
+k8s-test: $(K8S_TOOLS) ## Deploy k8s/overlays/local and run the end-to-end suite against it (ports 18000, 18888)
+	@SITE_PORT=18000 WEBSOCKET_PORT=18888 $(K8S_CLUSTER_SCRIPT) test

@@ -9,5 +9,4 @@ app_name = "notifications"
 urlpatterns = [
     path("", views.live, name="live"),
     path("api/token/", views.token, name="token"),
-    path("metrics", views.metrics, name="metrics"),
 ]

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import os
-
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -9,7 +7,6 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from .publishing import counters
 from .tokens import token_for
 
 
@@ -41,18 +38,3 @@ def token(request: HttpRequest) -> JsonResponse:
 def live(request: HttpRequest) -> HttpResponse:
     """The page that shows notifications as they arrive."""
     return render(request, "notifications/live.html")
-
-
-@require_GET
-def metrics(request: HttpRequest) -> HttpResponse:
-    """Publishing counters in the Prometheus text format, for this worker process."""
-    pid = os.getpid()
-    body = (
-        "# HELP web_events_published_total Events published to Redis by this worker.\n"
-        "# TYPE web_events_published_total counter\n"
-        f'web_events_published_total{{pid="{pid}"}} {counters.published}\n'
-        "# HELP web_event_publish_failures_total Events lost because Redis refused them.\n"
-        "# TYPE web_event_publish_failures_total counter\n"
-        f'web_event_publish_failures_total{{pid="{pid}"}} {counters.failed}\n'
-    )
-    return HttpResponse(body, content_type="text/plain; version=0.0.4")

@@ -57,7 +57,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "web.notifications.health.HealthCheckMiddleware",
+    "web.notifications.operations.OperationsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves collected static files from gunicorn, so that the same image works
     # behind any proxy or Kubernetes ingress without a shared volume.

@@ -69,9 +69,10 @@ def test_healthz(client: Client) -> None:
     assert (response.status_code, response.content) == (200, b"ok\n")
 
 
-def test_healthz_answers_probes_by_ip_address(client: Client) -> None:
-    # Load balancers and Kubernetes probes send Host: <pod IP>, not in ALLOWED_HOSTS.
+def test_probes_by_ip_address_are_answered(client: Client) -> None:
+    # Load balancers, Kubernetes and Prometheus send Host: <pod IP>, not in ALLOWED_HOSTS.
     assert client.get("/healthz", HTTP_HOST="10.1.2.3:8000").status_code == 200
+    assert client.get("/metrics", HTTP_HOST="10.1.2.3:8000").status_code == 200
     assert client.get("/api/token/", HTTP_HOST="10.1.2.3:8000").status_code == 400
 
 

@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# The local overlay on a cluster of your own (kind, k3d, minikube, Docker
+# Desktop...), the one of kubectl's current context. Run through make:
+#
+#   make k8s-up     build and load the app image, apply k8s/overlays/local,
+#                   wait for the rollout, port-forward until Ctrl-C
+#   make k8s-test   the same without the wait, then the end-to-end suite
+#                   against the forwarded ports
+#
+# and, for the end-to-end suite or by hand, what the Makefile's stack targets
+# do for compose:
+#
+#   k8s/scripts/local-cluster.sh token USER | superuser | scale N
+#   k8s/scripts/local-cluster.sh broadcasters | metrics POD | logs | down
+#
+# Environment (the Makefile sets them): KUBECTL, COMPOSE, APP_IMAGE,
+# SITE_PORT, WEBSOCKET_PORT; K8S_NAMESPACE (notifications), K8S_INGRESS_NAMESPACE
+# and K8S_INGRESS_SERVICE (ingress-nginx, ingress-nginx-controller).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+KUBECTL=${KUBECTL:-kubectl}
+COMPOSE=${COMPOSE:-docker compose}
+APP_IMAGE=${APP_IMAGE:-django-realtime-notifications/app:dev}
+SITE_PORT=${SITE_PORT:-8000}
+WEBSOCKET_PORT=${WEBSOCKET_PORT:-8888}
+NAMESPACE=${K8S_NAMESPACE:-notifications}
+INGRESS_NAMESPACE=${K8S_INGRESS_NAMESPACE:-ingress-nginx}
+INGRESS_SERVICE=${K8S_INGRESS_SERVICE:-ingress-nginx-controller}
+OVERLAY=k8s/overlays/local
+TIMEOUT=${K8S_TIMEOUT:-600s}
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "$@"; exit 1; }
+k() { "$KUBECTL" --namespace "$NAMESPACE" "$@"; }
+
+# The cluster and what it needs.
+
+require_cluster() {
+  local context
+  if ! context=$("$KUBECTL" config current-context 2>/dev/null); then
+    no_cluster "kubectl has no current context (KUBECONFIG=${KUBECONFIG:-unset, so ~/.kube/config})"
+  fi
+  if ! "$KUBECTL" --request-timeout=5s get --raw=/readyz >/dev/null 2>&1; then
+    no_cluster "the cluster of kubectl's context '$context' doesn't answer"
+  fi
+  say "cluster: kubectl context '$context'"
+}
+
+no_cluster() {
+  local tools="" tool
+  for tool in kind k3d minikube; do
+    if command -v "$tool" >/dev/null; then tools+=" $tool"; fi
+  done
+  die "No Kubernetes cluster available: $1.
+Nothing was built or deployed. make k8s-up and make k8s-test use the cluster of
+kubectl's current context. Start a local one, with an ingress-nginx controller
+(k8s/README.md, \"A local cluster\"), for example:
+  kind create cluster
+  helm upgrade --install ingress-nginx ingress-nginx --repo https://kubernetes.github.io/ingress-nginx --namespace ingress-nginx --create-namespace
+Local cluster tools on this PATH:${tools:- none}."
+}
+
+require_ingress_controller() {
+  if ! "$KUBECTL" --namespace "$INGRESS_NAMESPACE" get service "$INGRESS_SERVICE" >/dev/null 2>&1; then
+    die "No ingress-nginx controller (service $INGRESS_NAMESPACE/$INGRESS_SERVICE): the edge
+(k8s/base/edge.yaml) is an Ingress of class nginx. Install it (k8s/README.md):
+  helm upgrade --install ingress-nginx ingress-nginx --repo https://kubernetes.github.io/ingress-nginx --namespace ingress-nginx --create-namespace
+  (on minikube: minikube addons enable ingress)
+or name yours with K8S_INGRESS_NAMESPACE and K8S_INGRESS_SERVICE."
+  fi
+}
+
+# The image: built as `make up` builds it, then handed to the cluster's nodes.
+
+build_image() {
+  scripts/init-env.sh
+  scripts/choose-base-images.sh
+  cp /etc/ssl/certs/ca-certificates.crt services/build-ca.crt 2>/dev/null || : >services/build-ca.crt
+  $COMPOSE build web
+}
+
+load_image() {
+  local context
+  context=$("$KUBECTL" config current-context)
+  case $context in
+    kind-*) kind load docker-image "$APP_IMAGE" --name "${context#kind-}" ;;
+    k3d-*) k3d image import "$APP_IMAGE" --cluster "${context#k3d-}" ;;
+    minikube) minikube image load "$APP_IMAGE" ;;
+    docker-desktop | rancher-desktop | orbstack) say "$context runs Docker's images: nothing to load" ;;
+    *)
+      if command -v minikube >/dev/null && minikube --profile "$context" status >/dev/null 2>&1; then
+        minikube --profile "$context" image load "$APP_IMAGE"
+      else
+        die "Don't know how to give $APP_IMAGE to the nodes of context '$context'.
+Push it to a registry they pull from and set it in an overlay of your own
+(kustomize edit set image), or use kind, k3d, minikube or Docker Desktop."
+      fi
+      ;;
+  esac
+}
+
+# Deploying.
+
+deploy() {
+  local restart=()
+  for deployment in web broadcaster; do
+    k get deployment "$deployment" >/dev/null 2>&1 && restart+=("deployment/$deployment")
+  done
+  # A Job's pods can't change: this release's migrations are a new Job.
+  k delete job migrate --ignore-not-found --wait=true
+  "$KUBECTL" apply --kustomize "$OVERLAY"
+  # Same tag, new image: replace the pods that run the previous one.
+  ((${#restart[@]} == 0)) || k rollout restart "${restart[@]}"
+  wait_for_migrations
+  for workload in statefulset/db statefulset/redis deployment/web deployment/broadcaster; do
+    k rollout status "$workload" --timeout="$TIMEOUT"
+  done
+}
+
+wait_for_migrations() {
+  local deadline=$((SECONDS + ${TIMEOUT%s}))
+  until [[ $(k get job migrate -o 'jsonpath={.status.succeeded}') == 1 ]]; do
+    if [[ $(k get job migrate -o 'jsonpath={.status.failed}') -ge 6 ]] || ((SECONDS > deadline)); then
+      k logs job/migrate --tail=50 >&2 || true
+      die "the migrations did not complete"
+    fi
+    sleep 2
+  done
+  say "migrations applied"
+}
+
+# Port-forwards: the ingress controller for the site (and /ws/), one
+# broadcaster for the direct address (a port-forward reaches one pod).
+
+FORWARDS=()
+
+forward() {
+  "$KUBECTL" --namespace "$INGRESS_NAMESPACE" port-forward "service/$INGRESS_SERVICE" "$SITE_PORT:80" >/dev/null &
+  FORWARDS+=($!)
+  k port-forward service/broadcaster "$WEBSOCKET_PORT:8888" >/dev/null &
+  FORWARDS+=($!)
+  trap stop_forwarding EXIT
+  local deadline=$((SECONDS + 30))
+  until curl --silent --fail --output /dev/null "http://127.0.0.1:$SITE_PORT/healthz" \
+    && curl --silent --fail --output /dev/null "http://127.0.0.1:$WEBSOCKET_PORT/readyz"; do
+    ((SECONDS < deadline)) || die "the forwarded ports don't answer"
+    sleep 1
+  done
+}
+
+stop_forwarding() {
+  local pid
+  for pid in "${FORWARDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+
+addresses() {
+  cat <<EOF
+
+The stack is up (kubectl context: $("$KUBECTL" config current-context), namespace: $NAMESPACE).
+  site              http://localhost:$SITE_PORT/   (admin: http://localhost:$SITE_PORT/admin/)
+  WebSocket         ws://localhost:$SITE_PORT/ws/   (same origin, through the ingress)
+  WebSocket direct  ws://localhost:$WEBSOCKET_PORT/   (one broadcaster, through port-forward)
+Next: k8s/scripts/local-cluster.sh superuser (with DJANGO_SUPERUSER_*) or
+      kubectl -n $NAMESPACE exec -it deployment/web -- python web/manage.py createsuperuser
+Forwarding until Ctrl-C.
+EOF
+}
+
+# The end-to-end suite, against the forwarded ports.
+
+require_suite_hook() {
+  grep -q E2E_EXTERNAL_STACK tests/e2e/*.py 2>/dev/null || die "The end-to-end suite (tests/e2e) can't use a running stack yet: it starts
+its own with make up. It needs E2E_EXTERNAL_STACK=1 (see k8s/README.md,
+\"End-to-end tests\"). Nothing was tested."
+}
+
+run_suite() {
+  make --no-print-directory venv
+  forward
+  E2E_EXTERNAL_STACK=1 E2E_STACK_COMMAND=k8s/scripts/local-cluster.sh \
+    SITE_PORT=$SITE_PORT WEBSOCKET_PORT=$WEBSOCKET_PORT .venv/bin/pytest tests
+}
+
+# What the suite (or you) does to the running stack.
+
+_READ_METRICS="import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8888/metrics', timeout=10).read().decode())"
+
+case ${1:-} in
+  up)
+    require_cluster
+    require_ingress_controller
+    build_image
+    load_image
+    deploy
+    forward
+    addresses
+    wait
+    ;;
+  test)
+    require_cluster
+    require_ingress_controller
+    require_suite_hook
+    build_image
+    load_image
+    deploy
+    run_suite
+    ;;
+  token)
+    [[ -n ${2:-} ]] || die "usage: $0 token USER"
+    k exec deployment/web -c web -- python web/manage.py websocket_token "$2"
+    ;;
+  superuser)
+    k exec deployment/web -c web -- env \
+      DJANGO_SUPERUSER_USERNAME="${DJANGO_SUPERUSER_USERNAME:?set it}" \
+      DJANGO_SUPERUSER_PASSWORD="${DJANGO_SUPERUSER_PASSWORD:?set it}" \
+      DJANGO_SUPERUSER_EMAIL="${DJANGO_SUPERUSER_EMAIL:-}" \
+      python web/manage.py createsuperuser --noinput
+    ;;
+  scale)
+    [[ ${2:-} =~ ^[0-9]+$ ]] || die "usage: $0 scale N"
+    k scale deployment/broadcaster --replicas="$2"
+    k rollout status deployment/broadcaster --timeout="$TIMEOUT"
+    ;;
+  broadcasters)
+    k get pods --selector=app.kubernetes.io/name=broadcaster \
+      --field-selector=status.phase=Running -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}'
+    ;;
+  metrics)
+    [[ -n ${2:-} ]] || die "usage: $0 metrics POD"
+    k exec "$2" -c broadcaster -- python -c "$_READ_METRICS"
+    ;;
+  logs)
+    k logs --selector=app.kubernetes.io/part-of=django-realtime-notifications \
+      --all-containers --prefix --timestamps --tail="${TAIL:-200}" --max-log-requests=20
+    ;;
+  down)
+    "$KUBECTL" delete --kustomize "$OVERLAY" --ignore-not-found
+    ;;
+  *)
+    die "usage: $0 up | test | token USER | superuser | scale N | broadcasters | metrics POD | logs | down"
+    ;;
+esac

@@ -1,0 +1,75 @@
+"""Fixtures: the rendered overlays, compose.yaml, what the programs read."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from manifests import K8S, OVERLAYS, PROGRAMS, ROOT, SERVICES, Manifest, reads
+
+
+def _kubectl() -> str:
+    """kubectl from $KUBECTL, beside this Python (k8s/.venv), or on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    found = os.environ.get("KUBECTL") or (str(beside) if beside.exists() else None)
+    found = found or shutil.which("kubectl")
+    if not found:
+        pytest.fail("no kubectl to render the manifests with: run `make k8s-check`")
+    return found
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, list[Manifest]]:
+    """Every overlay, rendered by kustomize (`kubectl kustomize`)."""
+    kubectl = _kubectl()
+    result = {}
+    for name, path in OVERLAYS.items():
+        output = subprocess.run(
+            [kubectl, "kustomize", str(path)], capture_output=True, text=True, check=False
+        )
+        assert output.returncode == 0, f"kubectl kustomize {path}: {output.stderr}"
+        result[name] = [doc for doc in yaml.safe_load_all(output.stdout) if doc]
+    return result
+
+
+@pytest.fixture(scope="session")
+def secret_template() -> dict[str, dict[str, str]]:
+    """The keys and values of k8s/base/secrets.example.yaml, by Secret name."""
+    docs = yaml.safe_load_all((K8S / "base" / "secrets.example.yaml").read_text())
+    return {doc["metadata"]["name"]: doc["stringData"] for doc in docs if doc}
+
+
+@pytest.fixture(scope="session")
+def compose() -> dict[str, Manifest]:
+    """compose.yaml's services, anchors and merge keys resolved."""
+    services: dict[str, Manifest] = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    return services
+
+
+@pytest.fixture(scope="session")
+def program_reads() -> dict[str, dict[str, ast.expr | None]]:
+    """By compose service: the variables its program reads, and their defaults."""
+    result: dict[str, dict[str, ast.expr | None]] = {}
+    for service, modules in PROGRAMS.items():
+        result[service] = {}
+        for module in modules:
+            result[service].update(reads(SERVICES / module))
+    return result
+
+
+@pytest.fixture(scope="session")
+def broadcaster_config() -> Any:
+    """services/broadcaster/config.py's Config class (its defaults)."""
+    sys.path.insert(0, str(SERVICES))
+    try:
+        from broadcaster.config import Config
+    finally:
+        sys.path.remove(str(SERVICES))
+    return Config

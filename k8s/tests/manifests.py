@@ -1,0 +1,185 @@
+"""Reading the three sides the tests compare: the manifests, compose.yaml, the programs.
+
+The programs' settings are read from their source, not imported: the tests
+run without Django (make k8s-check, from k8s/.venv).
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ROOT / "services"
+K8S = ROOT / "k8s"
+
+#: Every kustomization a user may apply, by the name the tests use.
+OVERLAYS = {
+    "base": K8S,
+    "local": K8S / "overlays" / "local",
+    "production": K8S / "overlays" / "production",
+}
+#: The overlays that run PostgreSQL and Redis in the cluster, as compose does.
+SELF_CONTAINED = ("base", "local")
+
+#: The modules each program's environment is read in, by compose service. The
+#: broadcaster and the migrations load the Django settings too.
+SETTINGS = ["web/settings/base.py", "web/settings/production.py"]
+PROGRAMS = {
+    "web": [*SETTINGS, "web/wsgi.py", "web/gunicorn_conf.py"],
+    "broadcaster": [*SETTINGS, "broadcaster/__main__.py", "broadcaster/config.py"],
+    "migrate": [*SETTINGS, "web/manage.py"],
+}
+
+Manifest = dict[str, Any]
+
+
+# The manifests.
+
+
+def find(docs: list[Manifest], kind: str, name: str) -> Manifest:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{len(matches)} {kind} named {name}"
+    return matches[0]
+
+
+def maybe_find(docs: list[Manifest], kind: str, name: str) -> Manifest | None:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return matches[0] if matches else None
+
+
+def pod_spec(workload: Manifest) -> Manifest:
+    spec: Manifest = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def workloads(docs: list[Manifest]) -> Iterator[Manifest]:
+    """Every object with a pod template."""
+    for doc in docs:
+        if doc["kind"] in {"Deployment", "StatefulSet", "Job", "DaemonSet", "CronJob"}:
+            yield doc
+
+
+def containers(workload: Manifest, *, init: bool = True) -> list[Manifest]:
+    spec = pod_spec(workload)
+    found: list[Manifest] = spec["containers"]
+    return [*spec.get("initContainers", []), *found] if init else found
+
+
+def container(workload: Manifest, name: str) -> Manifest:
+    (found,) = [c for c in containers(workload) if c["name"] == name]
+    return found
+
+
+def environment(
+    docs: list[Manifest], template: dict[str, dict[str, str]], box: Manifest
+) -> dict[str, str | None]:
+    """The variables a container gets, with their values where the manifests hold them.
+
+    Secrets the overlay doesn't generate are the ones users create from the
+    template: their keys come from there (values ``None``: the user's).
+    """
+    env: dict[str, str | None] = {}
+    for source in box.get("envFrom", []):
+        if "configMapRef" in source:
+            data = find(docs, "ConfigMap", source["configMapRef"]["name"])["data"]
+            env.update(data)
+        else:
+            env.update(_secret(docs, template, source["secretRef"]["name"]))
+    for variable in box.get("env", []):
+        if "value" in variable:
+            env[variable["name"]] = variable["value"]
+        else:
+            ref = variable["valueFrom"]["secretKeyRef"]
+            env[variable["name"]] = _secret(docs, template, ref["name"])[ref["key"]]
+    return env
+
+
+def _secret(
+    docs: list[Manifest], template: dict[str, dict[str, str]], name: str
+) -> dict[str, str | None]:
+    generated = maybe_find(docs, "Secret", name)
+    if generated is not None:
+        return {k: base64.b64decode(v).decode() for k, v in generated["data"].items()}
+    assert name in template, f"Secret {name} is neither generated nor in the template"
+    return dict.fromkeys(template[name])
+
+
+# compose.yaml.
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*)|:\?[^}]*)?\}")
+
+
+def interpolate(value: str) -> str:
+    """A compose value with its defaults: ``${X:-d}`` is d, a required ``${X:?…}`` is <X>."""
+    return _VARIABLE.sub(
+        lambda m: m.group(2) if m.group(2) is not None else f"<{m.group(1)}>", value
+    )
+
+
+def compose_environment(service: Manifest) -> dict[str, str]:
+    return {name: interpolate(str(value)) for name, value in service.get("environment", {}).items()}
+
+
+# The programs.
+
+
+#: shared/environment.py's readers: ``environment.integer("NAME", default)``.
+READERS = {"string", "integer", "number", "boolean", "string_list"}
+
+
+def reads(path: Path) -> dict[str, ast.expr | None]:
+    """Variables a module reads, with the default it gives each (None: required).
+
+    Finds ``environment.<reader>("NAME", …)`` and ``os.environ.get/setdefault``
+    calls with a literal name.
+    """
+    found: dict[str, ast.expr | None] = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            continue
+        owner = node.func.value
+        helper = (
+            isinstance(owner, ast.Name) and owner.id == "environment" and node.func.attr in READERS
+        )
+        environ = isinstance(owner, ast.Attribute) and owner.attr == "environ"
+        if helper or environ:
+            found[node.args[0].value] = node.args[1] if len(node.args) > 1 else None
+    return found
+
+
+def every_module_reading_the_environment() -> set[str]:
+    """The services' modules (tests aside) that read a variable, relative to services/."""
+    tests_only = {"conftest.py", "testing.py", "test.py"}
+    return {
+        str(path.relative_to(SERVICES))
+        for path in SERVICES.rglob("*.py")
+        if "tests" not in path.parts and path.name not in tests_only and reads(path)
+    }
+
+
+def literal(node: ast.expr | None) -> Any:
+    """The value of a default written as a literal (``ast.literal_eval``)."""
+    assert node is not None
+    return ast.literal_eval(node)
+
+
+def module_constant(path: Path, name: str) -> Any:
+    """A module-level ``NAME = <literal>`` of a program's source."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == name for target in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{path} has no constant {name}")

@@ -1,0 +1,396 @@
+"""The manifests agree with compose.yaml and with what the programs read.
+
+Each test compares the same fact on two or three sides: images, commands,
+environment variables, ports, probes, the shutdown timing, the edge's
+routing. A change made on one side only fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from manifests import (
+    OVERLAYS,
+    PROGRAMS,
+    ROOT,
+    SELF_CONTAINED,
+    SERVICES,
+    Manifest,
+    compose_environment,
+    container,
+    containers,
+    environment,
+    every_module_reading_the_environment,
+    find,
+    interpolate,
+    literal,
+    module_constant,
+    pod_spec,
+)
+
+#: compose service → (kind, name) of its workload and the name of its container.
+WORKLOADS = {
+    "web": ("Deployment", "web", "web"),
+    "broadcaster": ("Deployment", "broadcaster", "broadcaster"),
+    "migrate": ("Job", "migrate", "migrate"),
+    "db": ("StatefulSet", "db", "db"),
+    "redis": ("StatefulSet", "redis", "redis"),
+}
+APP_SERVICES = ("web", "broadcaster", "migrate")
+DATA_SERVICES = ("db", "redis")
+
+#: Variables only the manifests set, and why.
+KUBERNETES_ONLY = {
+    # The volume's root may hold lost+found (a fresh ext4 volume): PostgreSQL
+    # wants an empty directory, so its data lives one level down.
+    "db": {"PGDATA"},
+}
+
+HAPROXY = (SERVICES / "edge" / "haproxy.cfg").read_text()
+
+
+def services_in(overlay: str) -> tuple[str, ...]:
+    return APP_SERVICES + DATA_SERVICES if overlay in SELF_CONTAINED else APP_SERVICES
+
+
+def cases(*, apps_only: bool = False) -> list[tuple[str, str]]:
+    return [
+        (overlay, service)
+        for overlay in OVERLAYS
+        for service in services_in(overlay)
+        if service in APP_SERVICES or not apps_only
+    ]
+
+
+def workload(docs: list[Manifest], service: str) -> Manifest:
+    kind, name, _ = WORKLOADS[service]
+    return find(docs, kind, name)
+
+
+def main_container(docs: list[Manifest], service: str) -> Manifest:
+    return container(workload(docs, service), WORKLOADS[service][2])
+
+
+def seconds(duration: str) -> float:
+    """compose's ``15s``, ``1m30s``; HAProxy's ``1h``, ``30s``."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+# Images and commands.
+
+
+@pytest.mark.parametrize(("overlay", "service"), cases())
+def test_image_is_the_one_compose_builds_or_runs(
+    rendered: dict[str, list[Manifest]], compose: dict[str, Manifest], overlay: str, service: str
+) -> None:
+    image = interpolate(compose[service]["image"])
+    for box in containers(workload(rendered[overlay], service)):
+        assert box["image"] == image, f"{overlay}: {service}/{box['name']}"
+
+
+def test_app_image_is_the_makefiles() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^APP_IMAGE \?= django-realtime-notifications/app:dev$", makefile, re.M)
+
+
+@pytest.mark.parametrize(("overlay", "service"), cases())
+def test_command_is_composes(
+    rendered: dict[str, list[Manifest]], compose: dict[str, Manifest], overlay: str, service: str
+) -> None:
+    # compose's entrypoint is Kubernetes' command; compose's command, its args.
+    box = main_container(rendered[overlay], service)
+    assert box.get("command") == compose[service].get("entrypoint")
+    assert box.get("args") == compose[service].get("command")
+
+
+def test_entry_scripts_exist() -> None:
+    # The image copies services/ to /app; web's script is the image's entrypoint.
+    dockerfile = (SERVICES / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["/app/web/entrypoint.sh"]' in dockerfile
+    assert "WORKDIR /app" in dockerfile
+    for script in ("web/entrypoint.sh", "broadcaster/entrypoint.sh", "web/manage.py"):
+        assert (SERVICES / script).is_file(), script
+
+
+# Environment variables.
+
+
+def test_every_module_reading_the_environment_is_known() -> None:
+    known = {module for modules in PROGRAMS.values() for module in modules}
+    assert every_module_reading_the_environment() <= known
+
+
+@pytest.mark.parametrize(("overlay", "service"), cases())
+def test_variables_are_composes(
+    rendered: dict[str, list[Manifest]],
+    compose: dict[str, Manifest],
+    secret_template: dict[str, dict[str, str]],
+    overlay: str,
+    service: str,
+) -> None:
+    docs = rendered[overlay]
+    names = set(environment(docs, secret_template, main_container(docs, service)))
+    expected = set(compose_environment(compose[service])) | KUBERNETES_ONLY.get(service, set())
+    if overlay == "production":
+        # Production may set more of what the programs read (secure cookies).
+        assert names >= expected
+    else:
+        assert names == expected
+
+
+@pytest.mark.parametrize(("overlay", "service"), cases(apps_only=True))
+def test_programs_read_every_variable_and_get_the_required_ones(
+    rendered: dict[str, list[Manifest]],
+    secret_template: dict[str, dict[str, str]],
+    program_reads: dict[str, dict[str, ast.expr | None]],
+    overlay: str,
+    service: str,
+) -> None:
+    docs = rendered[overlay]
+    reads = program_reads[service]
+    required = {name for name, default in reads.items() if default is None}
+    for box in containers(workload(docs, service)):
+        names = set(environment(docs, secret_template, box))
+        assert names <= set(reads), f"{service}/{box['name']}: nothing reads {names - set(reads)}"
+        assert required <= names, f"{service}/{box['name']}: missing {required - names}"
+
+
+def test_settings_match_composes_defaults(
+    rendered: dict[str, list[Manifest]],
+    compose: dict[str, Manifest],
+    secret_template: dict[str, dict[str, str]],
+) -> None:
+    # The base holds compose's values; the local overlay the same, but for the
+    # origins of the ports it forwards to (8000 and 18000) and its demo secrets.
+    for service in APP_SERVICES + DATA_SERVICES:
+        env = environment(
+            rendered["base"], secret_template, main_container(rendered["base"], service)
+        )
+        for name, value in compose_environment(compose[service]).items():
+            if env[name] is not None and "<" not in value:
+                assert env[name] == value, f"{service}: {name}"
+
+
+def test_local_overlay_changes_only_the_origins(
+    rendered: dict[str, list[Manifest]], compose: dict[str, Manifest]
+) -> None:
+    # Browsers send the origin of the port make k8s-up (8000) or make k8s-test
+    # (18000) forwards to; compose's default names 8000.
+    def settings(overlay: str) -> dict[str, str]:
+        (config,) = [d for d in rendered[overlay] if d["kind"] == "ConfigMap"]
+        data: dict[str, str] = config["data"]
+        return data
+
+    base, local = settings("base"), settings("local")
+    default = compose_environment(compose["web"])["DJANGO_CSRF_TRUSTED_ORIGINS"]
+    origins = default.split(",")
+    assert local.pop("DJANGO_CSRF_TRUSTED_ORIGINS").split(",") == [
+        *origins,
+        *(origin.replace(":8000", ":18000") for origin in origins),
+    ]
+    assert base.pop("DJANGO_CSRF_TRUSTED_ORIGINS") == default
+    assert local == base
+
+
+def test_local_demo_secrets_are_composes_addresses(
+    rendered: dict[str, list[Manifest]], compose: dict[str, Manifest]
+) -> None:
+    docs = rendered["local"]
+    app = environment(docs, {}, main_container(docs, "web"))
+    db = environment(docs, {}, main_container(docs, "db"))
+    password = db["POSTGRES_PASSWORD"]
+    assert password and "demo" in password
+    expected = compose_environment(compose["web"])
+    assert app["DATABASE_URL"] == expected["DATABASE_URL"].replace("<POSTGRES_PASSWORD>", password)
+    assert app["REDIS_URL"] == expected["REDIS_URL"]
+    assert app["DJANGO_SECRET_KEY"] and "demo" in app["DJANGO_SECRET_KEY"]
+
+
+def test_secret_template_has_no_secret(secret_template: dict[str, dict[str, str]]) -> None:
+    assert secret_template["app-secrets"]["DJANGO_SECRET_KEY"] == ""
+    assert secret_template["app-secrets"]["DATABASE_URL"] == ""
+    assert secret_template["db-secrets"]["POSTGRES_PASSWORD"] == ""
+
+
+def test_init_containers_get_the_main_containers_settings(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    for overlay, docs in rendered.items():
+        for service in ("web", "broadcaster"):
+            spec = pod_spec(workload(docs, service))
+            for init in spec["initContainers"]:
+                assert init["envFrom"] == spec["containers"][0]["envFrom"], (overlay, service)
+
+
+# Ports, Services and probes.
+
+
+def compose_healthcheck_url(compose: dict[str, Manifest], service: str) -> Any:
+    test = compose[service]["healthcheck"]["test"]
+    assert test[:4] == ["CMD", "python", "-m", "shared.healthcheck"], test
+    return urlsplit(test[4])
+
+
+def program_ports(broadcaster_config: Any) -> dict[str, int]:
+    gunicorn = ast.parse((SERVICES / "web" / "gunicorn_conf.py").read_text())
+    (web,) = [
+        literal(node.args[1])
+        for node in ast.walk(gunicorn)
+        if isinstance(node, ast.Call)
+        and node.args
+        and getattr(node.args[0], "value", None) == "WEB_PORT"
+    ]
+    return {"web": web, "broadcaster": broadcaster_config.port}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ports_are_the_programs_and_composes(
+    rendered: dict[str, list[Manifest]],
+    compose: dict[str, Manifest],
+    broadcaster_config: Any,
+    overlay: str,
+) -> None:
+    docs = rendered[overlay]
+    for service, port in program_ports(broadcaster_config).items():
+        (declared,) = main_container(docs, service)["ports"]
+        assert declared["containerPort"] == port
+        assert compose_healthcheck_url(compose, service).port == port
+        # compose's edge reaches them by service name and port.
+        assert re.search(rf"^\s*server-template \w+ [\d-]+ {service}:{port}$", HAPROXY, re.M)
+        (exposed,) = find(docs, "Service", service)["spec"]["ports"]
+        assert exposed["port"] == port
+        assert exposed["targetPort"] == declared["name"]
+
+
+@pytest.mark.parametrize("overlay", SELF_CONTAINED)
+def test_data_stores_answer_at_composes_addresses(
+    rendered: dict[str, list[Manifest]], compose: dict[str, Manifest], overlay: str
+) -> None:
+    # DATABASE_URL and REDIS_URL name the services: same names and ports here.
+    docs = rendered[overlay]
+    env = compose_environment(compose["web"])
+    for service, variable in (("db", "DATABASE_URL"), ("redis", "REDIS_URL")):
+        address = urlsplit(env[variable])
+        assert address.hostname == service
+        (exposed,) = find(docs, "Service", service)["spec"]["ports"]
+        (declared,) = main_container(docs, service)["ports"]
+        assert exposed["port"] == declared["containerPort"] == address.port
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_http_probes_are_composes_and_answered(
+    rendered: dict[str, list[Manifest]], compose: dict[str, Manifest], overlay: str
+) -> None:
+    docs = rendered[overlay]
+    web = main_container(docs, "web")
+    broadcaster = main_container(docs, "broadcaster")
+    # compose checks web's /healthz and the broadcasters' /readyz.
+    assert compose_healthcheck_url(compose, "web").path == web["readinessProbe"]["httpGet"]["path"]
+    assert (
+        compose_healthcheck_url(compose, "broadcaster").path
+        == broadcaster["readinessProbe"]["httpGet"]["path"]
+        == "/readyz"
+    )
+    assert broadcaster["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # The programs answer them.
+    health = module_constant(SERVICES / "web" / "notifications" / "operations.py", "HEALTH_PATH")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert web[probe]["httpGet"]["path"] == health
+    server = (SERVICES / "broadcaster" / "server.py").read_text()
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert f'path == "{broadcaster[probe]["httpGet"]["path"]}"' in server
+    for box, name in ((web, "web"), (broadcaster, "broadcaster")):
+        ports = {port["name"] for port in box["ports"]}
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert box[probe]["httpGet"]["port"] in ports, name
+
+
+@pytest.mark.parametrize("overlay", SELF_CONTAINED)
+def test_data_store_probes_are_composes_healthchecks(
+    rendered: dict[str, list[Manifest]], compose: dict[str, Manifest], overlay: str
+) -> None:
+    for service in DATA_SERVICES:
+        test = compose[service]["healthcheck"]["test"]
+        command = ["sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
+        box = main_container(rendered[overlay], service)
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if probe in box:
+                assert box[probe]["exec"]["command"] == command, (service, probe)
+
+
+# Stopping: the grace periods fit what the programs do on SIGTERM.
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_broadcaster_grace_period_covers_its_drain(
+    rendered: dict[str, list[Manifest]],
+    compose: dict[str, Manifest],
+    secret_template: dict[str, dict[str, str]],
+    broadcaster_config: Any,
+    overlay: str,
+) -> None:
+    docs = rendered[overlay]
+    deployment = find(docs, "Deployment", "broadcaster")
+    box = container(deployment, "broadcaster")
+    env = environment(docs, secret_template, box)
+    drain = float(env.get("BROADCASTER_DRAIN_SECONDS") or broadcaster_config.drain_seconds)
+    close = float(env.get("BROADCASTER_CLOSE_TIMEOUT") or broadcaster_config.close_timeout)
+    # The broadcaster exits within drain + close timeout + 1 s of SIGTERM,
+    # which comes after the preStop pause.
+    exit_after = drain + close + 1
+    pause = box["lifecycle"]["preStop"]["sleep"]["seconds"]
+    grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
+    assert grace >= pause + exit_after + 2, f"{grace} s < {pause} + {exit_after} + 2 s of margin"
+    assert seconds(compose["broadcaster"]["stop_grace_period"]) >= exit_after + 2
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_web_grace_period_covers_gunicorns(
+    rendered: dict[str, list[Manifest]], compose: dict[str, Manifest], overlay: str
+) -> None:
+    deployment = find(rendered[overlay], "Deployment", "web")
+    graceful = module_constant(SERVICES / "web" / "gunicorn_conf.py", "graceful_timeout")
+    pause = container(deployment, "web")["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] >= pause + graceful + 2
+    assert seconds(compose["web"]["stop_grace_period"]) >= graceful + 2
+
+
+# The edge.
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_edge_routes_as_composes(
+    rendered: dict[str, list[Manifest]], broadcaster_config: Any, overlay: str
+) -> None:
+    routes = {}
+    annotations = {}
+    for ingress in (d for d in rendered[overlay] if d["kind"] == "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                routes[path["path"], path["pathType"]] = (backend["name"], backend["port"]["name"])
+                annotations[path["path"]] = ingress["metadata"].get("annotations", {})
+    # HAProxy: /ws and /ws/… to the broadcasters, the rest to web. A Prefix
+    # path matches whole segments: /ws, /ws/, /ws/x, not /wsx.
+    assert "use_backend broadcasters if { path_beg /ws/ } or { path /ws }" in HAPROXY
+    assert routes["/ws", "Prefix"] == ("broadcaster", "ws")
+    assert routes["/", "Prefix"] == ("web", "http")
+    # The address web gives clients is under /ws/.
+    assert '/ws/"' in (SERVICES / "web" / "notifications" / "views.py").read_text()
+    # /metrics is refused, as HAProxy does.
+    assert "http-request deny deny_status 404 if { path /metrics }" in HAPROXY
+    assert routes["/metrics", "Exact"] == ("web", "http")
+    assert annotations["/metrics"]["nginx.ingress.kubernetes.io/denylist-source-range"]
+    # WebSocket timeouts: HAProxy's tunnel timeout, far above the ping interval.
+    (tunnel,) = re.findall(r"^\s*timeout tunnel (\S+)$", HAPROXY, re.M)
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        value = int(annotations["/ws"][f"nginx.ingress.kubernetes.io/{timeout}"])
+        assert value == seconds(tunnel)
+        assert value > 2 * broadcaster_config.ping_interval
