@@ -23,7 +23,10 @@ TAIL ?= 200
 SITE_PORT ?= 8000
 WEBSOCKET_PORT ?= 8888
 DJANGO_CSRF_TRUSTED_ORIGINS ?= http://localhost:$(SITE_PORT),http://127.0.0.1:$(SITE_PORT)
-export SITE_PORT WEBSOCKET_PORT DJANGO_CSRF_TRUSTED_ORIGINS APP_IMAGE EDGE_IMAGE
+export SITE_PORT WEBSOCKET_PORT APP_IMAGE EDGE_IMAGE
+# Derived from SITE_PORT: given to the commands that create containers, and
+# not exported, so that a make started from a recipe derives its own.
+COMPOSE_CREATE = DJANGO_CSRF_TRUSTED_ORIGINS="$(DJANGO_CSRF_TRUSTED_ORIGINS)" $(COMPOSE)
 
 ##@ General
 
@@ -41,7 +44,7 @@ up: ## Build what is missing, start the stack (BROADCASTERS=3), wait until healt
 	@scripts/choose-base-images.sh
 	@# The host's CA bundle, for the image's build stage only (services/Dockerfile).
 	@cp /etc/ssl/certs/ca-certificates.crt services/build-ca.crt 2>/dev/null || : > services/build-ca.crt
-	$(COMPOSE) up --detach --build --remove-orphans --scale broadcaster=$(BROADCASTERS)
+	$(COMPOSE_CREATE) up --detach --build --remove-orphans --scale broadcaster=$(BROADCASTERS)
 	@scripts/wait-healthy.sh "$(COMPOSE)"
 	@$(MAKE) --no-print-directory addresses
 
@@ -75,7 +78,7 @@ logs: ## Recent logs of every service (TAIL=200 lines each)
 
 .PHONY: scale
 scale: ## Set the number of broadcasters of the running stack: make scale BROADCASTERS=N
-	$(COMPOSE) up --detach --no-deps --no-recreate --scale broadcaster=$(BROADCASTERS) broadcaster
+	$(COMPOSE_CREATE) up --detach --no-deps --no-recreate --scale broadcaster=$(BROADCASTERS) broadcaster
 	@scripts/wait-healthy.sh "$(COMPOSE)"
 	@echo "broadcasters: $(BROADCASTERS)"
 
@@ -126,7 +129,7 @@ e2e: venv ## End-to-end suite: starts its own stack (project notifications-e2e),
 	$(BIN)/pytest tests
 
 .PHONY: test
-test: lint unit k8s-check ## The whole test suite
+test: lint unit k8s-check e2e ## The whole test suite: checks, unit tests, manifests, end to end
 
 .PHONY: lock
 lock: venv ## Recompile the lock files from the .in files (needs PyPI)

@@ -20,6 +20,9 @@ graceful_timeout = 20
 # Heartbeat files in memory: works with a read-only root filesystem.
 worker_tmp_dir = "/dev/shm"  # noqa: S108
 accesslog = "-"
+# gunicorn's control socket would go to $HOME, which the image's user doesn't
+# have (and the root filesystem is read-only); nothing here uses it.
+control_socket_disable = True
 # Only the edge proxy can reach web (compose networks, NetworkPolicy), so its
 # X-Forwarded-* headers are trusted. Narrow this when that isn't the case.
 forwarded_allow_ips = environment.string("FORWARDED_ALLOW_IPS", "*")

@@ -22,6 +22,8 @@ def test_entrypoint_serves_the_site_and_static_files(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
     port = free_port()
+    not_a_directory = tmp_path / "file"
+    not_a_directory.touch()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")},
         "PYTHONPATH": str(SERVICES),
@@ -33,6 +35,9 @@ def test_entrypoint_serves_the_site_and_static_files(
         "DJANGO_STATIC_ROOT": str(tmp_path / "static"),
         "WEB_PORT": str(port),
         "WEB_CONCURRENCY": "1",
+        # As in the image, a home directory that can't be created (below a
+        # file: even root can't): gunicorn must not need one.
+        "HOME": str(not_a_directory / "home"),
     }
     subprocess.run(
         [sys.executable, str(SERVICES / "web" / "manage.py"), "collectstatic", "--noinput"],
@@ -67,3 +72,4 @@ def test_entrypoint_serves_the_site_and_static_files(
         output = server.communicate(timeout=60)[0].decode()
     assert server.returncode == 0, output
     assert "Shutting down: Master" in output
+    assert "[ERROR]" not in output
