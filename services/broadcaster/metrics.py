@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Mapping
+
+from shared import prometheus
+from shared.prometheus import Family
 
 
 @dataclasses.dataclass
@@ -24,7 +28,7 @@ class Metrics:
         auth_failures: dict[str, float] = {
             f'{{reason="{reason}"}}': count for reason, count in sorted(self.auth_failures.items())
         } or {'{reason="invalid"}': 0}
-        families: list[tuple[str, str, str, dict[str, float]]] = [
+        families: list[tuple[str, str, str, Mapping[str, float]]] = [
             ("connections", "gauge", "Authenticated connections open now.", {"": connections}),
             ("pending_connections", "gauge", "Connections waiting for their token.", {"": pending}),
             ("ready", "gauge", "1 when subscribed to the bus and not draining.", {"": int(ready)}),
@@ -77,9 +81,7 @@ class Metrics:
                 {"": self.redis_reconnects},
             ),
         ]
-        lines = []
-        for short_name, kind, help, samples in families:
-            name = f"broadcaster_{short_name}"
-            lines += [f"# HELP {name} {help}", f"# TYPE {name} {kind}"]
-            lines += [f"{name}{labels} {value:g}" for labels, value in samples.items()]
-        return "\n".join(lines) + "\n"
+        return prometheus.render(
+            Family(f"broadcaster_{name}", kind, help, samples)
+            for name, kind, help, samples in families
+        )

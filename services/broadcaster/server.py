@@ -19,6 +19,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Origin
 
+from shared import prometheus
 from shared.events import Event, InvalidEvent
 
 from .auth import Identity, identify
@@ -76,7 +77,7 @@ class Broadcaster:
                     connections=len(self.registry), pending=self.pending, ready=self.ready
                 ),
             )
-            response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            response.headers["Content-Type"] = prometheus.CONTENT_TYPE
             return response
         if self.draining:
             self.metrics.connections_refused += 1

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio
 
@@ -24,6 +25,19 @@ async def until(predicate: Callable[[], bool]) -> None:
             await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def subscribed(bus: EventBus, url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """Run ``bus`` until it's subscribed; yield a publisher to the same Redis."""
+    task = asyncio.create_task(bus.run())
+    publisher = redis.asyncio.Redis.from_url(url)
+    try:
+        await until(lambda: bus.subscribed)
+        yield publisher
+    finally:
+        task.cancel()
+        await publisher.aclose()
+
+
 def test_a_failing_handler_does_not_stop_delivery(redis_server: RedisServer) -> None:
     received: list[bytes] = []
 
@@ -34,16 +48,10 @@ def test_a_failing_handler_does_not_stop_delivery(redis_server: RedisServer) -> 
 
     async def main() -> None:
         bus = EventBus(redis_server.url, on_message, metrics=Metrics(), check_interval=0.2)
-        task = asyncio.create_task(bus.run())
-        publisher = redis.asyncio.Redis.from_url(redis_server.url)
-        try:
-            await until(lambda: bus.subscribed)
+        async with subscribed(bus, redis_server.url) as publisher:
             await publisher.publish(CHANNEL, b"boom")
             await publisher.publish(CHANNEL, b"next")
             await until(lambda: bool(received))
-        finally:
-            task.cancel()
-            await publisher.aclose()
 
     asyncio.run(main())
     assert received == [b"next"]
@@ -68,10 +76,7 @@ def test_a_silent_redis_is_noticed_and_the_subscription_comes_back(
             first_retry=0.1,
             last_retry=0.5,
         )
-        task = asyncio.create_task(bus.run())
-        publisher = redis.asyncio.Redis.from_url(redis_server.url)
-        try:
-            await until(lambda: bus.subscribed)
+        async with subscribed(bus, redis_server.url) as publisher:
             os.kill(pid, signal.SIGSTOP)
             try:
                 await until(lambda: not bus.subscribed)
@@ -80,9 +85,6 @@ def test_a_silent_redis_is_noticed_and_the_subscription_comes_back(
             await until(lambda: bus.subscribed)
             await publisher.publish(CHANNEL, b"after the freeze")
             await until(lambda: bool(received))
-        finally:
-            task.cancel()
-            await publisher.aclose()
 
     asyncio.run(main())
     assert received == [b"after the freeze"]

@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
+from shared import prometheus
+from shared.prometheus import Family
+
 from .publishing import counters
 
 HEALTH_PATH = "/healthz"
@@ -26,16 +29,24 @@ def healthz() -> HttpResponse:
 
 def metrics() -> HttpResponse:
     """Publishing counters in the Prometheus text format, for this worker process."""
-    pid = os.getpid()
-    body = (
-        "# HELP web_events_published_total Events published to Redis by this worker.\n"
-        "# TYPE web_events_published_total counter\n"
-        f'web_events_published_total{{pid="{pid}"}} {counters.published}\n'
-        "# HELP web_event_publish_failures_total Events lost because Redis refused them.\n"
-        "# TYPE web_event_publish_failures_total counter\n"
-        f'web_event_publish_failures_total{{pid="{pid}"}} {counters.failed}\n'
+    worker = f'{{pid="{os.getpid()}"}}'
+    body = prometheus.render(
+        [
+            Family(
+                "web_events_published_total",
+                "counter",
+                "Events published to Redis by this worker.",
+                {worker: counters.published},
+            ),
+            Family(
+                "web_event_publish_failures_total",
+                "counter",
+                "Events lost because Redis refused them.",
+                {worker: counters.failed},
+            ),
+        ]
     )
-    return HttpResponse(body, content_type="text/plain; version=0.0.4")
+    return HttpResponse(body, content_type=prometheus.CONTENT_TYPE)
 
 
 ENDPOINTS: dict[str, Callable[[], HttpResponse]] = {HEALTH_PATH: healthz, METRICS_PATH: metrics}
