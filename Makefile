@@ -109,11 +109,16 @@ $(VENV)/.installed: requirements-dev.txt services/requirements.txt
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
 
+SHELL_SCRIPTS := .ci/run $(wildcard scripts/*.sh images/*.sh images/*/*.sh k8s/scripts/*.sh \
+  tests/e2e/*.sh services/*/entrypoint.sh)
+
 .PHONY: lint
-lint: venv ## Check formatting, lint and types (ruff, mypy)
+lint: venv ## Check formatting, lint and types (ruff, mypy, shellcheck)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy services
+	$(BIN)/mypy services tests/e2e
+	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck" >&2; exit 1; }
+	shellcheck $(SHELL_SCRIPTS)
 
 .PHONY: format
 format: venv ## Format the code and apply safe lint fixes
@@ -127,6 +132,10 @@ unit: venv ## Services' tests, against PostgreSQL and Redis servers they start
 .PHONY: e2e
 e2e: venv ## End-to-end suite: starts its own stack (project notifications-e2e), drives it, removes it
 	$(BIN)/pytest tests
+
+.PHONY: e2e-external
+e2e-external: venv ## End-to-end suite against the running stack (make up), left running
+	E2E_EXTERNAL_STACK=true $(BIN)/pytest tests
 
 .PHONY: test
 test: lint unit k8s-check e2e ## The whole test suite: checks, unit tests, manifests, end to end

@@ -7,11 +7,11 @@
 #   make k8s-test   the same without the wait, then the end-to-end suite
 #                   against the forwarded ports
 #
-# and, for the end-to-end suite or by hand, what the Makefile's stack targets
-# do for compose:
+# and the verbs by which the end-to-end suite drives a stack (tests/e2e/stack.py;
+# tests/e2e/compose-stack.sh answers them for compose), handy by hand too:
 #
 #   k8s/scripts/local-cluster.sh token USER | superuser | scale N
-#   k8s/scripts/local-cluster.sh broadcasters | metrics POD | logs | down
+#   k8s/scripts/local-cluster.sh broadcasters | metrics POD | restart POD | logs | down
 #
 # Environment (the Makefile sets them): KUBECTL, COMPOSE, APP_IMAGE,
 # SITE_PORT, WEBSOCKET_PORT; K8S_NAMESPACE (notifications), K8S_INGRESS_NAMESPACE
@@ -131,14 +131,23 @@ wait_for_migrations() {
 }
 
 # Port-forwards: the ingress controller for the site (and /ws/), one
-# broadcaster for the direct address (a port-forward reaches one pod).
+# broadcaster for the direct address (a port-forward reaches one pod). Each
+# runs in a loop: kubectl port-forward ends when its pod goes (a restart, a
+# scale-down), and the next one picks a pod that serves.
 
 FORWARDS=()
 
+keep_forwarding() {
+  while :; do
+    "$KUBECTL" "$@" >/dev/null 2>&1 || true
+    sleep 1
+  done
+}
+
 forward() {
-  "$KUBECTL" --namespace "$INGRESS_NAMESPACE" port-forward "service/$INGRESS_SERVICE" "$SITE_PORT:80" >/dev/null &
+  keep_forwarding --namespace "$INGRESS_NAMESPACE" port-forward "service/$INGRESS_SERVICE" "$SITE_PORT:80" &
   FORWARDS+=($!)
-  k port-forward service/broadcaster "$WEBSOCKET_PORT:8888" >/dev/null &
+  keep_forwarding --namespace "$NAMESPACE" port-forward service/broadcaster "$WEBSOCKET_PORT:8888" &
   FORWARDS+=($!)
   trap stop_forwarding EXIT
   local deadline=$((SECONDS + 30))
@@ -150,8 +159,12 @@ forward() {
 }
 
 stop_forwarding() {
-  local pid
-  for pid in "${FORWARDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  local loop
+  for loop in "${FORWARDS[@]}"; do
+    # Its kubectl first: the loop then sleeps a second, and is stopped.
+    pkill --parent "$loop" 2>/dev/null || true
+    kill "$loop" 2>/dev/null || true
+  done
 }
 
 addresses() {
@@ -167,18 +180,13 @@ Forwarding until Ctrl-C.
 EOF
 }
 
-# The end-to-end suite, against the forwarded ports.
-
-require_suite_hook() {
-  grep -q E2E_EXTERNAL_STACK tests/e2e/*.py 2>/dev/null || die "The end-to-end suite (tests/e2e) can't use a running stack yet: it starts
-its own with make up. It needs E2E_EXTERNAL_STACK=1 (see k8s/README.md,
-\"End-to-end tests\"). Nothing was tested."
-}
+# The end-to-end suite, against the forwarded ports. The direct port reaches
+# one broadcaster: the suite expects the site's /ws/ alone to balance.
 
 run_suite() {
   make --no-print-directory venv
   forward
-  E2E_EXTERNAL_STACK=1 E2E_STACK_COMMAND=k8s/scripts/local-cluster.sh \
+  E2E_EXTERNAL_STACK=true E2E_STACK_COMMAND=k8s/scripts/local-cluster.sh E2E_DIRECT_BALANCED=false \
     SITE_PORT=$SITE_PORT WEBSOCKET_PORT=$WEBSOCKET_PORT .venv/bin/pytest tests
 }
 
@@ -200,7 +208,6 @@ case ${1:-} in
   test)
     require_cluster
     require_ingress_controller
-    require_suite_hook
     build_image
     load_image
     deploy
@@ -223,21 +230,30 @@ case ${1:-} in
     k rollout status deployment/broadcaster --timeout="$TIMEOUT"
     ;;
   broadcasters)
-    k get pods --selector=app.kubernetes.io/name=broadcaster \
-      --field-selector=status.phase=Running -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}'
+    # Running and not shutting down (a deleted pod runs while it drains).
+    k get pods --selector=app.kubernetes.io/name=broadcaster --field-selector=status.phase=Running \
+      -o 'go-template={{range .items}}{{if not .metadata.deletionTimestamp}}{{.metadata.name}}{{"\n"}}{{end}}{{end}}'
     ;;
   metrics)
     [[ -n ${2:-} ]] || die "usage: $0 metrics POD"
     k exec "$2" -c broadcaster -- python -c "$_READ_METRICS"
     ;;
+  restart)
+    [[ -n ${2:-} ]] || die "usage: $0 restart POD"
+    # Its Deployment replaces it; the pod drains as in a rollout.
+    k delete pod "$2" --wait=true
+    k rollout status deployment/broadcaster --timeout="$TIMEOUT"
+    ;;
   logs)
+    tail=${TAIL:-200}
+    [[ $tail != all ]] || tail=-1
     k logs --selector=app.kubernetes.io/part-of=django-realtime-notifications \
-      --all-containers --prefix --timestamps --tail="${TAIL:-200}" --max-log-requests=20
+      --all-containers --prefix --timestamps --tail="$tail" --max-log-requests=20
     ;;
   down)
     "$KUBECTL" delete --kustomize "$OVERLAY" --ignore-not-found
     ;;
   *)
-    die "usage: $0 up | test | token USER | superuser | scale N | broadcasters | metrics POD | logs | down"
+    die "usage: $0 up | test | token USER | superuser | scale N | broadcasters | metrics POD | restart POD | logs | down"
     ;;
 esac

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from manifests import (
+    K8S,
     OVERLAYS,
     PROGRAMS,
     ROOT,
@@ -394,3 +395,31 @@ def test_edge_routes_as_composes(
         value = int(annotations["/ws"][f"nginx.ingress.kubernetes.io/{timeout}"])
         assert value == seconds(tunnel)
         assert value > 2 * broadcaster_config.ping_interval
+
+
+# The end-to-end suite drives compose and a cluster through the same verbs.
+
+STACK_COMMANDS = {
+    "compose": ROOT / "tests" / "e2e" / "compose-stack.sh",
+    "kubernetes": K8S / "scripts" / "local-cluster.sh",
+}
+
+
+def verbs_answered(script: str) -> set[str]:
+    """The verbs of a stack command: the labels of its top-level `case $1 in`."""
+    (body,) = re.findall(r"^case \$\{?1(?::-)?\}? in\n(.*?)^esac", script, re.M | re.S)
+    return set(re.findall(r"^  ([a-z-]+)\)", body, re.M))
+
+
+def test_stack_commands_answer_every_verb_the_suite_uses() -> None:
+    """Each verb tests/e2e/stack.py runs is answered by both stack commands,
+    so that `make e2e` (compose) and `make k8s-test` (Kubernetes) run the
+    same suite."""
+    suite = (ROOT / "tests" / "e2e" / "stack.py").read_text()
+    used = set(re.findall(r'self\.run\(\s*"([a-z-]+)"', suite))
+    assert {"token", "scale", "broadcasters", "metrics", "restart"} <= used, used
+    for name, path in STACK_COMMANDS.items():
+        answered = verbs_answered(path.read_text())
+        # A cluster's stack is always one the suite didn't start (k8s-test deploys it).
+        expected = used - {"up", "down"} if name == "kubernetes" else used
+        assert expected <= answered, f"{path.name} lacks {sorted(expected - answered)}"

@@ -1,9 +1,12 @@
-"""The stack under test, started with `make up` under a compose project of its own.
+"""The stack under test: one the suite starts (compose), or one already running.
 
-Nothing here touches a stack the user may be running: every command gets
-COMPOSE_PROJECT_NAME=notifications-e2e and ports 18000/18888. Users and
-permissions are made from the outside only: the administrator with
-`make superuser`, everyone else through the admin's HTML forms.
+By default the suite starts a stack of its own with `make up`, under a compose
+project and ports of its own (notifications-e2e, 18000 and 18888), and
+removes it at the end: a stack the user runs is left alone. With
+E2E_EXTERNAL_STACK=true it tests the running stack it is pointed at and leaves
+it running (tests/e2e/stack.py). Either way, users and permissions are made
+from the outside only: the administrator with the stack command's
+`superuser` (make superuser), everyone else through the admin's HTML forms.
 """
 
 from __future__ import annotations
@@ -13,29 +16,17 @@ import re
 import secrets
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Protocol
 
 import pytest
 from websockets.sync.client import ClientConnection
 
-from .helpers import AdminSession, Person, Stack, authenticated
+from .helpers import AdminSession, Person, authenticated
+from .stack import ROOT, Settings, Stack
 
-ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 #: Lines of the stack's logs printed when something failed (all are in the file).
 LOG_LINES_SHOWN = 200
-
-SITE_PORT = 18000
-WEBSOCKET_PORT = 18888
-#: Broadcaster replicas of the stack; a test that scales puts this back.
-REPLICAS = 3
-ENVIRONMENT = {
-    "COMPOSE_PROJECT_NAME": "notifications-e2e",
-    "SITE_PORT": str(SITE_PORT),
-    "WEBSOCKET_PORT": str(WEBSOCKET_PORT),
-    "BROADCASTERS": str(REPLICAS),
-}
 
 _interrupted = False
 
@@ -54,25 +45,26 @@ def suffix() -> str:
 
 @pytest.fixture(scope="session")
 def stack(request: pytest.FixtureRequest, suffix: str) -> Iterator[Stack]:
-    """The whole stack, healthy, with an administrator; removed at the end, always."""
+    """The whole stack, healthy, with an administrator of this run's own.
+
+    A stack the suite started is removed at the end, always.
+    """
+    settings = Settings.from_environment()
     stack = Stack(
-        root=ROOT,
-        environment=ENVIRONMENT,
+        settings,
         admin_username=f"e2e-admin-{suffix}",
         admin_password=secrets.token_urlsafe(18),
     )
     failed = True
     try:
-        stack.make("up", timeout=1800)
-        stack.make(
-            "superuser",
-            environment={
-                "DJANGO_SUPERUSER_USERNAME": stack.admin_username,
-                "DJANGO_SUPERUSER_PASSWORD": stack.admin_password,
-                "DJANGO_SUPERUSER_EMAIL": f"{stack.admin_username}@example.com",
-            },
-        )
-        stack.wait_for_edge(REPLICAS)
+        if settings.external:
+            stack.replicas = len(stack.broadcaster_ids())
+            assert stack.replicas, f"{settings.command} broadcasters: none is running"
+        else:
+            stack.up()
+            stack.replicas = int(settings.environment["BROADCASTERS"])
+        stack.create_superuser()
+        stack.wait_for_edge()
         failed = False
         yield stack
     finally:
@@ -81,7 +73,8 @@ def stack(request: pytest.FixtureRequest, suffix: str) -> Iterator[Stack]:
             # testsfailed counts failures seen so far: at session teardown, all of them.
             if failed or request.session.testsfailed or _interrupted:
                 _dump_logs(request, stack)
-            stack.compose("down", "--volumes", "--remove-orphans", check=False, timeout=300)
+            if not settings.external:
+                stack.down()
 
 
 @contextlib.contextmanager
@@ -102,7 +95,7 @@ def _dump_logs(request: pytest.FixtureRequest, stack: Stack) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / "e2e-stack.log"
     try:
-        output = stack.make("logs", "TAIL=all", check=False, timeout=300).stdout
+        output = stack.logs()
     except Exception as exc:  # the logs are a help; removing the stack matters more
         output = f"make logs failed: {exc!r}\n"
     path.write_text(re.sub(r"\x1b\[[0-9;]*m", "", output))  # compose colours the names

@@ -1,4 +1,4 @@
-"""Driving the stack from the outside: make, compose, the admin's forms, WebSockets."""
+"""Using the stack as its users do: the admin's forms, tokens, WebSocket clients."""
 
 from __future__ import annotations
 
@@ -6,28 +6,18 @@ import contextlib
 import dataclasses
 import datetime
 import json
-import os
 import re
 import secrets
-import shlex
-import signal
-import subprocess
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import requests
 from websockets.exceptions import InvalidHandshake
 from websockets.sync.client import ClientConnection, connect
 
 from .forms import Form, find_form
+from .stack import WAIT, wait_until
 
-T = TypeVar("T")
-
-#: Seconds to wait for anything that must eventually happen. Generous: a busy
-#: two-core machine must not fail a correct stack. Never an assertion on speed.
-WAIT = 60
 #: Seconds a client waits for its next event before the test fails.
 RECEIVE_TIMEOUT = 30
 #: Seconds for an HTTP request to the site.
@@ -48,243 +38,6 @@ EVENT_FIELDS = {
 # The permissions the tests grant, as the admin's user form labels them.
 VIEW_GROUP = "Authentication and Authorization | group | Can view group"
 CHANGE_USER = "Authentication and Authorization | user | Can change user"
-
-
-class StackError(AssertionError):
-    """A command driving the stack failed."""
-
-
-def wait_until(
-    probe: Callable[[], T],
-    accept: Callable[[T], bool],
-    what: str,
-    *,
-    timeout: float = WAIT,
-    interval: float = 0.5,
-    ignoring: tuple[type[BaseException], ...] = (),
-) -> T:
-    """Call ``probe`` until ``accept`` likes its result; fail after ``timeout`` s.
-
-    Exceptions of the ``ignoring`` types count as "not yet". The failure
-    message says what was awaited and what was last seen.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = probe()
-        except ignoring as exc:
-            last: object = exc
-        else:
-            if accept(value):
-                return value
-            last = value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
-
-
-def _compose_command() -> list[str]:
-    """`docker compose` (v2) if installed, else docker-compose: as the Makefile."""
-    found = subprocess.run(
-        ["docker", "compose", "version"], capture_output=True, check=False, timeout=60
-    )
-    return ["docker", "compose"] if found.returncode == 0 else ["docker-compose"]
-
-
-#: What an outer make (`make e2e`) passes down: its command-line variables
-#: (`make e2e SITE_PORT=8000`) would override this stack's in the inner makes.
-_FROM_OUTER_MAKE = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}
-
-
-def _environment() -> dict[str, str]:
-    """This process's environment, without what the make that started it added."""
-    return {name: value for name, value in os.environ.items() if name not in _FROM_OUTER_MAKE}
-
-
-def _stop_group(process: subprocess.Popen[str]) -> None:
-    """Stop ``process`` and its children: SIGTERM, then SIGKILL after 30 s."""
-    for signum in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signum)
-        try:
-            process.communicate(timeout=30)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-#: The Makefile's metrics port is not published; read it from inside a replica.
-_READ_METRICS = (
-    "import urllib.request;"
-    "print(urllib.request.urlopen('http://127.0.0.1:8888/metrics', timeout=10).read().decode())"
-)
-
-
-@dataclasses.dataclass
-class Stack:
-    """A running stack and the commands that drive it, all with its environment."""
-
-    root: Path
-    environment: Mapping[str, str]
-    admin_username: str
-    admin_password: str
-    compose_command: list[str] = dataclasses.field(default_factory=_compose_command)
-
-    @property
-    def site_url(self) -> str:
-        return f"http://127.0.0.1:{self.environment['SITE_PORT']}"
-
-    @property
-    def ws_site_url(self) -> str:
-        """The broadcasters behind the site's origin, as the browser page uses them."""
-        return f"ws://127.0.0.1:{self.environment['SITE_PORT']}/ws/"
-
-    @property
-    def ws_direct_url(self) -> str:
-        """The broadcasters directly, as in the how-to."""
-        return f"ws://127.0.0.1:{self.environment['WEBSOCKET_PORT']}/"
-
-    @property
-    def websocket_urls(self) -> tuple[str, str]:
-        return (self.ws_site_url, self.ws_direct_url)
-
-    # Commands.
-
-    def run(
-        self,
-        command: Sequence[str],
-        *,
-        environment: Mapping[str, str] | None = None,
-        check: bool = True,
-        timeout: float = 300,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run ``command`` in the repository with the stack's environment.
-
-        The command gets a process group of its own: if the tests are
-        interrupted (Ctrl-C) or it times out, the whole group (make, compose)
-        is stopped before the exception goes on, so that nothing keeps
-        changing the stack while the teardown removes it.
-        """
-        process = subprocess.Popen(
-            command,
-            cwd=self.root,
-            env={**_environment(), **self.environment, **(environment or {})},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            output, _ = process.communicate(timeout=timeout)
-        except BaseException:
-            _stop_group(process)
-            raise
-        result = subprocess.CompletedProcess(command, process.returncode, output)
-        if check and result.returncode != 0:
-            tail = "\n".join(result.stdout.splitlines()[-80:])
-            raise StackError(f"`{shlex.join(command)}` exited with {result.returncode}:\n{tail}")
-        return result
-
-    def make(
-        self,
-        *arguments: str,
-        environment: Mapping[str, str] | None = None,
-        check: bool = True,
-        timeout: float = 600,
-    ) -> subprocess.CompletedProcess[str]:
-        """``make <arguments>``, as a user would type it, in this stack's environment."""
-        return self.run(
-            ["make", "--no-print-directory", *arguments],
-            environment=environment,
-            check=check,
-            timeout=timeout,
-        )
-
-    def compose(
-        self, *arguments: str, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        return self.run([*self.compose_command, *arguments], check=check, timeout=timeout)
-
-    def token(self, username: str) -> str:
-        """A token from `make token`, which prints it on its last line."""
-        return self.make("token", f"USER={username}").stdout.strip().splitlines()[-1]
-
-    def scale(self, replicas: int) -> None:
-        """`make scale BROADCASTERS=n`: returns once every container is healthy."""
-        self.make("scale", f"BROADCASTERS={replicas}")
-        ids = self.broadcaster_ids()
-        assert len(ids) == replicas, f"after make scale BROADCASTERS={replicas}: {ids}"
-
-    def restore(self, replicas: int) -> None:
-        """Back to ``replicas`` healthy replicas, all reachable through the edge.
-
-        For the end of a test that scaled or restarted replicas: its clients
-        must be closed, the next test counts connections from zero.
-        """
-        self.scale(replicas)
-        self.wait_for_edge(replicas)
-
-    # Broadcasters.
-
-    def broadcaster_ids(self) -> list[str]:
-        """Ids of the broadcaster containers, in the order compose lists them."""
-        return self.compose("ps", "-q", "broadcaster").stdout.split()
-
-    def metrics(self, container: str) -> dict[str, float]:
-        """One replica's /metrics, read from inside its container."""
-        text = self.run(["docker", "exec", container, "python", "-c", _READ_METRICS], timeout=60)
-        samples = {}
-        for line in text.stdout.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                samples[name] = float(value)
-        return samples
-
-    def connections(self) -> dict[str, int]:
-        """Authenticated connections per replica (container id → count)."""
-        return {
-            container: int(self.metrics(container)["broadcaster_connections"])
-            for container in self.broadcaster_ids()
-        }
-
-    def wait_for_connections(self, total: int) -> dict[str, int]:
-        """Wait until the replicas hold ``total`` authenticated connections in all.
-
-        A client's token is checked after its handshake: events published
-        before that would not reach it. Return the count per replica.
-        """
-        return wait_until(
-            self.connections,
-            lambda counts: sum(counts.values()) == total,
-            f"{total} authenticated connections over the broadcasters",
-            ignoring=(StackError,),
-        )
-
-    def wait_for_edge(self, replicas: int) -> None:
-        """Wait until the edge sends new clients to each of ``replicas`` replicas.
-
-        Compose reports a replica healthy before the edge has resolved and
-        checked it (within seconds). With no other client connected, the
-        edge's leastconn balancing then puts one probe on each replica.
-        """
-
-        def probe() -> dict[str, int]:
-            self.wait_for_connections(0)
-            token = self.token(self.admin_username)
-            with contextlib.ExitStack() as probes:
-                for _ in range(replicas):
-                    websocket = probes.enter_context(connect(self.ws_direct_url))
-                    websocket.send(token)
-                counts = self.wait_for_connections(replicas)
-            self.wait_for_connections(0)
-            return counts
-
-        wait_until(
-            probe,
-            lambda counts: len(counts) == replicas and all(n == 1 for n in counts.values()),
-            f"the edge to balance new clients over {replicas} broadcasters",
-            interval=1,
-        )
 
 
 # The site, through its pages and forms.

@@ -16,9 +16,9 @@ from .helpers import (
     RECEIVE_TIMEOUT,
     VIEW_GROUP,
     AdminSession,
-    Stack,
     receive_until,
 )
+from .stack import Stack
 
 #: What identifies an event in the expected sequences.
 Summary = tuple[str, str, str, str, str]  # model, object, action, message, object_id

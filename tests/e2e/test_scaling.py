@@ -1,4 +1,4 @@
-"""Replicas share the clients, and `make scale` keeps every client served.
+"""Replicas share the clients, and scaling keeps every client served.
 
 These tests count connections per replica: they expect no other client to be
 connected while they run (each test closes its clients before it ends).
@@ -7,26 +7,24 @@ connected while they run (each test closes its clients before it ends).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import secrets
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from .conftest import REPLICAS, ClientSet, PersonFactory
+from .conftest import ClientSet, PersonFactory
 from .helpers import (
     RECEIVE_TIMEOUT,
     VIEW_GROUP,
     AdminSession,
-    Stack,
     authenticated,
     receive,
     reconnect,
-    wait_until,
 )
+from .stack import Stack, wait_until
 
-#: Clients per test: three per replica.
+#: Clients per test, at least: three per replica of a stack of three.
 CLIENTS = 9
 
 
@@ -42,35 +40,52 @@ def assert_all_receive(websockets: list[ClientConnection], name: str, action: st
 def test_clients_spread_over_every_replica(
     stack: Stack, admin: AdminSession, make_person: PersonFactory, clients: ClientSet
 ) -> None:
-    """Clients arriving through both addresses are shared by all three replicas
-    (each has some, the metrics add up to the clients), and one admin change
-    reaches every one of them."""
+    """Clients arriving through the balanced addresses (the site's /ws/, and
+    the direct port where it is balanced too) are shared by every replica: each
+    has some, and the replicas' metrics add up to the clients. Clients on an
+    address that reaches one replica (a port-forward) are counted too. One
+    admin change reaches every one of them."""
     viewer = make_person("viewer", VIEW_GROUP)
-    urls = itertools.islice(itertools.cycle(stack.websocket_urls), CLIENTS)
-    websockets = [clients.open(viewer, url) for url in urls]
+    websockets: list[ClientConnection] = []
 
-    counts = stack.wait_for_connections(CLIENTS)
-    assert len(counts) == REPLICAS, counts
-    assert all(count >= 1 for count in counts.values()), f"a replica has no client: {counts}"
+    def open_client(url: str) -> None:
+        websockets.append(clients.open(viewer, url))
+
+    counts = stack.spread(open_client, minimum=CLIENTS)
+    assert len(counts) == stack.replicas, counts
+    assert sum(counts.values()) == len(websockets), counts
+    if stack.ws_direct_url not in stack.balanced_urls:
+        for _ in range(stack.replicas):
+            open_client(stack.ws_direct_url)
+        stack.wait_for_connections(len(websockets))
 
     name = f"spread-{secrets.token_hex(4)}"
     admin.add_group(name)
     assert_all_receive(websockets, name, "added")
 
 
-def test_make_scale_with_connected_clients(
+def test_scaling_with_connected_clients(
     stack: Stack, admin: AdminSession, make_person: PersonFactory
 ) -> None:
-    """Scaling up keeps the clients connected and served. Scaling down to one
-    closes exactly the clients of the removed replicas, with 1001 or 1012;
-    they reconnect with a fresh token from /api/token/ and every client
-    receives the next change. The stack is back to three replicas afterwards."""
+    """Scaling up to 5 keeps the clients connected and served. Scaling down
+    to one closes exactly the clients of the removed replicas, with 1001 or
+    1012; they reconnect with a fresh token from /api/token/ and every client
+    receives the next change. The stack has its replicas back afterwards.
+
+    The clients use the balanced addresses: after a scale-down, the others
+    may lead to a replica that is gone."""
     viewer = make_person("viewer", VIEW_GROUP)
     try:
         with contextlib.ExitStack() as exits:
-            urls = list(itertools.islice(itertools.cycle(stack.websocket_urls), CLIENTS))
-            websockets = [exits.enter_context(authenticated(viewer, url)) for url in urls]
-            stack.wait_for_connections(CLIENTS)
+            websockets: list[ClientConnection] = []
+            urls: list[str] = []
+
+            def open_client(url: str) -> None:
+                websockets.append(exits.enter_context(authenticated(viewer, url)))
+                urls.append(url)
+
+            stack.spread(open_client, minimum=CLIENTS)
+            clients = len(websockets)
 
             stack.scale(5)
             group_name = f"scaled-{secrets.token_hex(4)}"
@@ -78,13 +93,13 @@ def test_make_scale_with_connected_clients(
             assert_all_receive(websockets, group_name, "added")
 
             before = stack.connections()
-            assert sum(before.values()) == CLIENTS, before
+            assert sum(before.values()) == clients, before
             stack.scale(1)
             (survivor,) = stack.broadcaster_ids()
             assert survivor in before, f"{survivor} is not one of {before}"
-            expected_closed = CLIENTS - before[survivor]
-            # Three replicas shared the clients: the survivor had at most a third.
-            assert expected_closed * 3 >= CLIENTS * 2, f"survivor {survivor[:12]}: {before}"
+            expected_closed = clients - before[survivor]
+            # Every replica had clients: at least the other ones' are closed.
+            assert expected_closed >= stack.replicas - 1, f"survivor {survivor}: {before}"
 
             closed = wait_until(
                 lambda: [
@@ -94,19 +109,19 @@ def test_make_scale_with_connected_clients(
                 f"{expected_closed} clients to be closed by the removed replicas",
             )
             assert len(closed) == expected_closed, f"closed: {closed}, before: {before}"
-            short = {container[:12]: count for container, count in before.items()}
+            short = {replica[:12]: count for replica, count in before.items()}
             print(f"clients per replica: {short}; kept {survivor[:12]}; closed: {closed}")
             for number in closed:
                 assert_going_away(websockets[number])
                 websockets[number] = reconnect(viewer, urls[number], exits)
-            stack.wait_for_connections(CLIENTS)
+            stack.wait_for_connections(clients)
 
             renamed = f"{group_name}-renamed"
             admin.change("auth/group", group_pk, {"name": renamed})
             assert_all_receive(websockets, renamed, "changed")
     finally:
-        # Other tests count on three replicas, all of them reachable.
-        stack.restore(REPLICAS)
+        # Other tests count on the stack's replicas, all of them reachable.
+        stack.restore()
 
 
 def assert_going_away(websocket: ClientConnection) -> None:
