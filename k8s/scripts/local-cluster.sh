@@ -131,23 +131,50 @@ wait_for_migrations() {
 }
 
 # Port-forwards: the ingress controller for the site (and /ws/), one
-# broadcaster for the direct address (a port-forward reaches one pod). Each
-# runs in a loop: kubectl port-forward ends when its pod goes (a restart, a
-# scale-down), and the next one picks a pod that serves.
+# broadcaster for the direct address (a port-forward reaches one pod). They
+# start again by themselves: the suite restarts broadcasters and scales down,
+# and kubectl port-forward may outlive its pod (kubernetes/kubernetes#67059).
 
 FORWARDS=()
 
-keep_forwarding() {
+# Broadcaster pods that serve: running, and not shutting down (a deleted pod
+# runs while it drains).
+serving_broadcasters() {
+  k get pods --selector=app.kubernetes.io/name=broadcaster --field-selector=status.phase=Running \
+    -o 'go-template={{range .items}}{{if not .metadata.deletionTimestamp}}{{.metadata.name}}{{"\n"}}{{end}}{{end}}'
+}
+
+# To the ingress controller: again whenever kubectl ends.
+keep_forwarding_site() {
   while :; do
-    "$KUBECTL" "$@" >/dev/null 2>&1 || true
+    "$KUBECTL" --namespace "$INGRESS_NAMESPACE" port-forward "service/$INGRESS_SERVICE" \
+      "$SITE_PORT:80" >/dev/null 2>&1 || true
+    sleep 1
+  done
+}
+
+# To one broadcaster: again to another as soon as it stops serving.
+keep_forwarding_direct() {
+  local pod forwarder
+  while :; do
+    pod=$(serving_broadcasters 2>/dev/null | head -n 1 || true)
+    if [[ -n $pod ]]; then
+      # Not through k(): $! must be kubectl itself, to stop it.
+      "$KUBECTL" --namespace "$NAMESPACE" port-forward "pod/$pod" "$WEBSOCKET_PORT:8888" >/dev/null 2>&1 &
+      forwarder=$!
+      while kill -0 "$forwarder" 2>/dev/null && serving_broadcasters 2>/dev/null | grep -x "$pod" >/dev/null; do
+        sleep 2
+      done
+      kill "$forwarder" 2>/dev/null || true
+    fi
     sleep 1
   done
 }
 
 forward() {
-  keep_forwarding --namespace "$INGRESS_NAMESPACE" port-forward "service/$INGRESS_SERVICE" "$SITE_PORT:80" &
+  keep_forwarding_site &
   FORWARDS+=($!)
-  keep_forwarding --namespace "$NAMESPACE" port-forward service/broadcaster "$WEBSOCKET_PORT:8888" &
+  keep_forwarding_direct &
   FORWARDS+=($!)
   trap stop_forwarding EXIT
   local deadline=$((SECONDS + 30))
@@ -161,9 +188,10 @@ forward() {
 stop_forwarding() {
   local loop
   for loop in "${FORWARDS[@]}"; do
-    # Its kubectl first: the loop then sleeps a second, and is stopped.
+    # Frozen, it starts nothing more while its kubectl processes are stopped.
+    kill -STOP "$loop" 2>/dev/null || continue
     pkill --parent "$loop" 2>/dev/null || true
-    kill "$loop" 2>/dev/null || true
+    kill -KILL "$loop" 2>/dev/null || true
   done
 }
 
@@ -230,9 +258,7 @@ case ${1:-} in
     k rollout status deployment/broadcaster --timeout="$TIMEOUT"
     ;;
   broadcasters)
-    # Running and not shutting down (a deleted pod runs while it drains).
-    k get pods --selector=app.kubernetes.io/name=broadcaster --field-selector=status.phase=Running \
-      -o 'go-template={{range .items}}{{if not .metadata.deletionTimestamp}}{{.metadata.name}}{{"\n"}}{{end}}{{end}}'
+    serving_broadcasters
     ;;
   metrics)
     [[ -n ${2:-} ]] || die "usage: $0 metrics POD"
