@@ -256,6 +256,13 @@ case ${1:-} in
     [[ ${2:-} =~ ^[0-9]+$ ]] || die "usage: $0 scale N"
     k scale deployment/broadcaster --replicas="$2"
     k rollout status deployment/broadcaster --timeout="$TIMEOUT"
+    # After a scale-down, rollout status may answer before the removed pods
+    # are marked for deletion: wait until exactly N serve.
+    deadline=$((SECONDS + 60))
+    until [[ $(serving_broadcasters | grep -c .) == "$2" ]]; do
+      ((SECONDS < deadline)) || die "not $2 serving broadcasters after 60 s: $(serving_broadcasters | xargs)"
+      sleep 1
+    done
     ;;
   broadcasters)
     serving_broadcasters
