@@ -50,6 +50,8 @@ from typing import TypeVar
 from websockets.exceptions import InvalidHandshake
 from websockets.sync.client import connect
 
+from shared.environment import boolean
+
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,18 +117,6 @@ def wait_until(
         time.sleep(interval)
 
 
-def _flag(name: str, default: bool) -> bool:
-    """A true/false variable; anything else is a mistake worth stopping for."""
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in ("1", "true", "yes"):
-        return True
-    if value in ("0", "false", "no"):
-        return False
-    raise ValueError(f"{name}={value!r}: expected true or false")
-
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Which stack the suite tests, and how it reaches it (module docstring)."""
@@ -138,7 +128,7 @@ class Settings:
 
     @classmethod
     def from_environment(cls) -> Settings:
-        external = _flag("E2E_EXTERNAL_STACK", False)
+        external = boolean("E2E_EXTERNAL_STACK", False)
         command = Path(os.environ.get("E2E_STACK_COMMAND") or COMPOSE_STACK)
         if not command.is_absolute():
             command = ROOT / command
@@ -154,7 +144,7 @@ class Settings:
             }
         else:
             environment = OWN_STACK
-        return cls(external, command, _flag("E2E_DIRECT_BALANCED", True), environment)
+        return cls(external, command, boolean("E2E_DIRECT_BALANCED", True), environment)
 
 
 #: What an outer make (`make e2e`) passes down: its command-line variables
