@@ -16,6 +16,7 @@ from .helpers import (
     RECEIVE_TIMEOUT,
     VIEW_GROUP,
     AdminSession,
+    new_password,
     receive_until,
 )
 from .stack import Stack
@@ -63,7 +64,7 @@ def test_admin_changes_reach_exactly_the_allowed_users(
 
     tag = f"{suffix}-{secrets.token_hex(2)}"
     group, renamed, user, end = f"group-{tag}", f"renamed-{tag}", f"user-{tag}", f"end-{tag}"
-    password = f"Pw-{secrets.token_hex(8)}"
+    password = new_password()
     group_pk = admin.add_group(group)
     admin.change("auth/group", group_pk, {"name": renamed})
     admin.delete("auth/group", group_pk)
