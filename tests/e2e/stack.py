@@ -50,7 +50,7 @@ from typing import TypeVar
 from websockets.exceptions import InvalidHandshake
 from websockets.sync.client import connect
 
-from shared.environment import boolean
+from shared.environment import boolean, string
 
 T = TypeVar("T")
 
@@ -129,7 +129,7 @@ class Settings:
     @classmethod
     def from_environment(cls) -> Settings:
         external = boolean("E2E_EXTERNAL_STACK", False)
-        command = Path(os.environ.get("E2E_STACK_COMMAND") or COMPOSE_STACK)
+        command = Path(string("E2E_STACK_COMMAND", str(COMPOSE_STACK)))
         if not command.is_absolute():
             command = ROOT / command
         if not external and command != COMPOSE_STACK:
@@ -139,8 +139,8 @@ class Settings:
             )
         if external:
             environment = {
-                "SITE_PORT": os.environ.get("SITE_PORT") or "8000",
-                "WEBSOCKET_PORT": os.environ.get("WEBSOCKET_PORT") or "8888",
+                "SITE_PORT": string("SITE_PORT", "8000"),
+                "WEBSOCKET_PORT": string("WEBSOCKET_PORT", "8888"),
             }
         else:
             environment = OWN_STACK
