@@ -51,9 +51,9 @@ def test_clients_spread_over_every_replica(
     def open_client(url: str) -> None:
         websockets.append(clients.open(viewer, url))
 
+    # spread() returns once the replicas' metrics add up to the clients.
     counts = stack.spread(open_client, minimum=CLIENTS)
     assert len(counts) == stack.replicas, counts
-    assert sum(counts.values()) == len(websockets), counts
     if stack.ws_direct_url not in stack.balanced_urls:
         for _ in range(stack.replicas):
             open_client(stack.ws_direct_url)
