@@ -6,10 +6,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
 from django.db import connection
 
-from testing import BroadcasterProcess, PostgresServer, RedisServer
+from testing import BroadcasterProcess, PostgresServer, RedisServer, RelayProcess, ServiceProcess
 
 
 @pytest.fixture(scope="session")
@@ -40,25 +41,67 @@ def django_db_modify_db_settings(postgres_server: PostgresServer) -> None:
 
 @pytest.fixture(autouse=True)
 def _servers(redis_server: RedisServer) -> None:
-    """Every test runs with Redis up and pointed at."""
+    """Every test runs with Redis up, pointed at, and empty."""
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+
+
+@pytest.fixture
+def service_env(
+    django_db_setup: None, postgres_server: PostgresServer, redis_server: RedisServer
+) -> dict[str, str]:
+    """The environment the services' processes run with, on the test servers."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "web.settings.test",
+        "DATABASE_URL": postgres_server.url(connection.settings_dict["NAME"]),
+        "REDIS_URL": redis_server.url,
+    }
+
+
+@pytest.fixture
+def started(request: pytest.FixtureRequest) -> Iterator[list[ServiceProcess]]:
+    """Processes started by a test: removed after it, their logs shown if it failed."""
+    processes: list[ServiceProcess] = []
+    yield processes
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for process in processes:
+        process.kill()
+        if failed:
+            print(f"--- {process.module} log (port {process.port}) ---\n{process.output()}")
+        process.remove()
+
+
+@pytest.fixture
+def start_relay(
+    service_env: dict[str, str], started: list[ServiceProcess]
+) -> Callable[..., RelayProcess]:
+    """Start a relay on the test database; ``start_relay(VAR=value)``."""
+
+    def start(**env: str) -> RelayProcess:
+        relay = RelayProcess({**service_env, **env})
+        started.append(relay)
+        relay.wait_ready()
+        return relay
+
+    return start
+
+
+@pytest.fixture
+def relay(start_relay: Callable[..., RelayProcess]) -> RelayProcess:
+    """A running relay: events published in the test reach Redis's event log."""
+    return start_relay()
 
 
 @pytest.fixture
 def start_broadcaster(
-    django_db_setup: None,
-    postgres_server: PostgresServer,
-    redis_server: RedisServer,
-    request: pytest.FixtureRequest,
-) -> Iterator[Callable[..., BroadcasterProcess]]:
-    """Start broadcasters on the test database; ``start_broadcaster(VAR=value)``."""
-    started: list[BroadcasterProcess] = []
+    service_env: dict[str, str], relay: RelayProcess, started: list[ServiceProcess]
+) -> Callable[..., BroadcasterProcess]:
+    """Start broadcasters (a relay runs too); ``start_broadcaster(VAR=value)``."""
 
     def start(**env: str) -> BroadcasterProcess:
         broadcaster = BroadcasterProcess(
             {
-                "DJANGO_SETTINGS_MODULE": "web.settings.test",
-                "DATABASE_URL": postgres_server.url(connection.settings_dict["NAME"]),
-                "REDIS_URL": redis_server.url,
+                **service_env,
                 "BROADCASTER_AUTH_TIMEOUT": "1",
                 "BROADCASTER_DRAIN_SECONDS": "0.5",
                 "BROADCASTER_REDIS_CHECK_INTERVAL": "0.5",
@@ -69,12 +112,7 @@ def start_broadcaster(
         broadcaster.wait_ready()
         return broadcaster
 
-    yield start
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    for broadcaster in started:
-        broadcaster.kill()
-        if failed:
-            print(f"--- broadcaster log (port {broadcaster.port}) ---\n{broadcaster.output()}")
+    return start
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -189,23 +189,26 @@ class RedisServer:
             self.start()
 
 
-class BroadcasterProcess:
-    """``python -m broadcaster`` in a subprocess, as in production."""
+class ServiceProcess:
+    """``python -m <module>`` in a subprocess, as in production, on a free port."""
+
+    #: The program's module, and the prefix of its HOST and PORT variables.
+    module = ""
+    prefix = ""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}/"
         self.http = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="broadcaster-", suffix=".log")  # noqa: SIM115
+        self.log = tempfile.NamedTemporaryFile(prefix=f"{self.module}-", suffix=".log")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "broadcaster"],
+            [sys.executable, "-m", self.module],
             cwd=SERVICES,
             env={
                 **os.environ,
                 "PYTHONPATH": str(SERVICES),
                 **env,
-                "BROADCASTER_HOST": "127.0.0.1",
-                "BROADCASTER_PORT": str(self.port),
+                f"{self.prefix}_HOST": "127.0.0.1",
+                f"{self.prefix}_PORT": str(self.port),
             },
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -214,10 +217,12 @@ class BroadcasterProcess:
     def wait_ready(self) -> None:
         def ready() -> bool:
             if self.process.poll() is not None:
-                pytest.fail(f"broadcaster exited with {self.process.returncode}:\n{self.output()}")
+                pytest.fail(
+                    f"{self.module} exited with {self.process.returncode}:\n{self.output()}"
+                )
             return http_status(f"{self.http}/readyz") == 200
 
-        wait_until(ready, "the broadcaster to be ready")
+        wait_until(ready, f"{self.module} to be ready")
 
     def metrics(self) -> dict[str, float]:
         """Parse /metrics into ``{'name{labels}': value}``."""
@@ -243,4 +248,25 @@ class BroadcasterProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def remove(self) -> None:
+        self.kill()
         self.log.close()
+
+
+class BroadcasterProcess(ServiceProcess):
+    """``python -m broadcaster``; WebSocket clients connect to :attr:`url`."""
+
+    module = "broadcaster"
+    prefix = "BROADCASTER"
+
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__(env)
+        self.url = f"ws://127.0.0.1:{self.port}/"
+
+
+class RelayProcess(ServiceProcess):
+    """``python -m relay``: moves the outbox to Redis's event log."""
+
+    module = "relay"
+    prefix = "RELAY"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from manifests import K8S, OVERLAYS, PROGRAMS, ROOT, SERVICES, Manifest, reads
+from manifests import K8S, OVERLAYS, PROGRAMS, ROOT, SERVICES, Manifest, program_modules, reads
 
 
 def _kubectl() -> str:
@@ -57,19 +58,29 @@ def compose() -> dict[str, Manifest]:
 def program_reads() -> dict[str, dict[str, ast.expr | None]]:
     """By compose service: the variables its program reads, and their defaults."""
     result: dict[str, dict[str, ast.expr | None]] = {}
-    for service, modules in PROGRAMS.items():
+    for service in PROGRAMS:
         result[service] = {}
-        for module in modules:
+        for module in program_modules(service):
             result[service].update(reads(SERVICES / module))
     return result
+
+
+def _config_class(package: str) -> Any:
+    sys.path.insert(0, str(SERVICES))
+    try:
+        module = importlib.import_module(f"{package}.config")
+    finally:
+        sys.path.remove(str(SERVICES))
+    return module.Config
 
 
 @pytest.fixture(scope="session")
 def broadcaster_config() -> Any:
     """services/broadcaster/config.py's Config class (its defaults)."""
-    sys.path.insert(0, str(SERVICES))
-    try:
-        from broadcaster.config import Config
-    finally:
-        sys.path.remove(str(SERVICES))
-    return Config
+    return _config_class("broadcaster")
+
+
+@pytest.fixture(scope="session")
+def relay_config() -> Any:
+    """services/relay/config.py's Config class (its defaults)."""
+    return _config_class("relay")

@@ -26,12 +26,14 @@ OVERLAYS = {
 #: The overlays that run PostgreSQL and Redis in the cluster, as compose does.
 SELF_CONTAINED = ("base", "local")
 
-#: The modules each program's environment is read in, by compose service. The
-#: broadcaster and the migrations load the Django settings too.
+#: The modules each program's environment is read in, by compose service,
+#: besides the shared ones they import (:func:`program_modules`). The
+#: broadcaster, the relay and the migrations load the Django settings too.
 SETTINGS = ["web/settings/base.py", "web/settings/production.py"]
 PROGRAMS = {
     "web": [*SETTINGS, "web/wsgi.py", "web/gunicorn_conf.py"],
     "broadcaster": [*SETTINGS, "broadcaster/__main__.py", "broadcaster/config.py"],
+    "relay": [*SETTINGS, "relay/__main__.py", "relay/config.py"],
     "migrate": [*SETTINGS, "web/manage.py"],
 }
 
@@ -156,6 +158,33 @@ def reads(path: Path) -> dict[str, ast.expr | None]:
         environ = isinstance(owner, ast.Attribute) and owner.attr == "environ"
         if helper or environ:
             found[node.args[0].value] = node.args[1] if len(node.args) > 1 else None
+    return found
+
+
+def program_modules(service: str) -> list[str]:
+    """PROGRAMS[service] and the modules of services/shared/ they import, at any depth.
+
+    Relative to services/: the relay and the broadcasters read their history
+    settings in shared/eventlog.py, for instance.
+    """
+    found: list[str] = []
+    pending = list(PROGRAMS[service])
+    while pending:
+        module = pending.pop(0)
+        if module in found:
+            continue
+        found.append(module)
+        for node in ast.walk(ast.parse((SERVICES / module).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                path = name.replace(".", "/") + ".py"
+                if name.startswith("shared.") and (SERVICES / path).is_file():
+                    pending.append(path)
     return found
 
 

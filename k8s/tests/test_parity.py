@@ -8,6 +8,7 @@ routing. A change made on one side only fails here.
 from __future__ import annotations
 
 import ast
+import os
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,17 +32,22 @@ from manifests import (
     literal,
     module_constant,
     pod_spec,
+    program_modules,
+    reads,
 )
 
 #: compose service → (kind, name) of its workload and the name of its container.
 WORKLOADS = {
     "web": ("Deployment", "web", "web"),
     "broadcaster": ("Deployment", "broadcaster", "broadcaster"),
+    "relay": ("Deployment", "relay", "relay"),
     "migrate": ("Job", "migrate", "migrate"),
     "db": ("StatefulSet", "db", "db"),
     "redis": ("StatefulSet", "redis", "redis"),
 }
-APP_SERVICES = ("web", "broadcaster", "migrate")
+APP_SERVICES = ("web", "broadcaster", "relay", "migrate")
+#: The long-running app services, each with its replicas and probes.
+SERVERS = ("web", "broadcaster", "relay")
 DATA_SERVICES = ("db", "redis")
 
 #: Variables only the manifests set, and why.
@@ -111,20 +117,28 @@ def test_command_is_composes(
     assert box.get("args") == compose[service].get("command")
 
 
-def test_entry_scripts_exist() -> None:
-    # The image copies services/ to /app; web's script is the image's entrypoint.
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_entry_scripts_are_in_the_image(compose: dict[str, Manifest], service: str) -> None:
+    # The image copies services/<folder> to /app/<folder>; web's script is the
+    # image's entrypoint, the others name theirs (the migrations, manage.py).
     dockerfile = (SERVICES / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["/app/web/entrypoint.sh"]' in dockerfile
     assert "WORKDIR /app" in dockerfile
-    for script in ("web/entrypoint.sh", "broadcaster/entrypoint.sh", "web/manage.py"):
-        assert (SERVICES / script).is_file(), script
+    entrypoint = compose[service].get("entrypoint", ["/app/web/entrypoint.sh"])
+    script = next(word for word in entrypoint if word.endswith((".sh", ".py")))
+    script = script.removeprefix("/app/")
+    assert (SERVICES / script).is_file(), script
+    if entrypoint[0].endswith(".sh"):
+        assert os.access(SERVICES / script, os.X_OK), f"{script} isn't executable"
+    folder = script.split("/")[0]
+    assert re.search(rf"^COPY {folder} {folder}$", dockerfile, re.M), f"the image lacks {folder}/"
 
 
 # Environment variables.
 
 
 def test_every_module_reading_the_environment_is_known() -> None:
-    known = {module for modules in PROGRAMS.values() for module in modules}
+    known = {module for service in PROGRAMS for module in program_modules(service)}
     assert every_module_reading_the_environment() <= known
 
 
@@ -184,19 +198,23 @@ def test_local_overlay_changes_only_the_origins(
 ) -> None:
     # Browsers send the origin of the port make k8s-up (8000) or make k8s-test
     # (18000) forwards to; compose's default names 8000.
-    def settings(overlay: str) -> dict[str, str]:
-        (config,) = [d for d in rendered[overlay] if d["kind"] == "ConfigMap"]
-        data: dict[str, str] = config["data"]
-        return data
+    def settings(overlay: str) -> dict[str, dict[str, str]]:
+        """Every ConfigMap's data, by its name without the generator's hash."""
+        return {
+            d["metadata"]["name"].rsplit("-", 1)[0]: d["data"]
+            for d in rendered[overlay]
+            if d["kind"] == "ConfigMap"
+        }
 
     base, local = settings("base"), settings("local")
+    assert set(base) == {"app-config", "event-history"}
     default = compose_environment(compose["web"])["DJANGO_CSRF_TRUSTED_ORIGINS"]
     origins = default.split(",")
-    assert local.pop("DJANGO_CSRF_TRUSTED_ORIGINS").split(",") == [
+    assert local["app-config"].pop("DJANGO_CSRF_TRUSTED_ORIGINS").split(",") == [
         *origins,
         *(origin.replace(":8000", ":18000") for origin in origins),
     ]
-    assert base.pop("DJANGO_CSRF_TRUSTED_ORIGINS") == default
+    assert base["app-config"].pop("DJANGO_CSRF_TRUSTED_ORIGINS") == default
     assert local == base
 
 
@@ -224,10 +242,56 @@ def test_init_containers_get_the_main_containers_settings(
     rendered: dict[str, list[Manifest]],
 ) -> None:
     for overlay, docs in rendered.items():
-        for service in ("web", "broadcaster"):
+        for service in SERVERS:
             spec = pod_spec(workload(docs, service))
             for init in spec["initContainers"]:
                 assert init["envFrom"] == spec["containers"][0]["envFrom"], (overlay, service)
+
+
+@pytest.mark.parametrize("side", ["compose", *OVERLAYS])
+def test_app_services_agree_on_every_variable_they_share(
+    rendered: dict[str, list[Manifest]],
+    compose: dict[str, Manifest],
+    secret_template: dict[str, dict[str, str]],
+    side: str,
+) -> None:
+    # One value per variable, whoever reads it: the relay trims the stream to
+    # the history the broadcasters replay from, every app signs and checks
+    # tokens with one key, uses one database...
+    values: dict[str, dict[str, str | None]] = {}
+    for service in APP_SERVICES:
+        if side == "compose":
+            env: dict[str, str | None] = dict(compose_environment(compose[service]))
+        else:
+            docs = rendered[side]
+            env = environment(docs, secret_template, main_container(docs, service))
+        for name, value in env.items():
+            values.setdefault(name, {})[service] = value
+    for name, by_service in values.items():
+        assert len(set(by_service.values())) == 1, f"{side}: {name} differs: {by_service}"
+    for name in ("EVENT_HISTORY_SECONDS", "EVENT_HISTORY_MAX_EVENTS"):
+        assert {"relay", "broadcaster"} <= set(values.get(name, {})), f"{side}: {name}"
+
+
+@pytest.mark.parametrize("service", ["broadcaster", "relay"])
+def test_composes_defaults_are_the_programs(
+    request: pytest.FixtureRequest, compose: dict[str, Manifest], service: str
+) -> None:
+    # What compose.yaml (and so the base: test_settings_match_composes_defaults)
+    # gives the program's Config are its own defaults, the README's: the
+    # history's length, the broadcasters' position interval. Addresses aside.
+    config = request.getfixturevalue(f"{service}_config")
+    # Config.from_env reads its module and the shared ones it imports.
+    read = {
+        name
+        for module in program_modules(service)
+        if module == f"{service}/config.py" or module.startswith("shared/")
+        for name in reads(SERVICES / module)
+    }
+    env = compose_environment(compose[service])
+    given = {name: env[name] for name in read & set(env) if not name.endswith("_URL")}
+    assert given, f"compose.yaml gives {service} none of the settings its Config reads"
+    assert config.from_env(given) == config.from_env({}), given
 
 
 # Ports, Services and probes.
@@ -268,6 +332,50 @@ def test_ports_are_the_programs_and_composes(
         (exposed,) = find(docs, "Service", service)["spec"]["ports"]
         assert exposed["port"] == port
         assert exposed["targetPort"] == declared["name"]
+
+
+def test_image_exposes_the_programs_ports(broadcaster_config: Any, relay_config: Any) -> None:
+    (exposed,) = re.findall(r"^EXPOSE (.+)$", (SERVICES / "Dockerfile").read_text(), re.M)
+    ports = {*program_ports(broadcaster_config).values(), relay_config.port}
+    assert {int(port) for port in exposed.split()} == ports
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_relay_port_is_the_programs_and_composes(
+    rendered: dict[str, list[Manifest]],
+    compose: dict[str, Manifest],
+    relay_config: Any,
+    overlay: str,
+) -> None:
+    (declared,) = main_container(rendered[overlay], "relay")["ports"]
+    assert declared["containerPort"] == relay_config.port
+    assert compose_healthcheck_url(compose, "relay").port == relay_config.port
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nothing_connects_to_the_relay(
+    rendered: dict[str, list[Manifest]], compose: dict[str, Manifest], overlay: str
+) -> None:
+    # compose: on the data network only, no published port, not behind the
+    # edge. Kubernetes: no Service selects it, so no Ingress reaches it (and
+    # its NetworkPolicy admits no one: test_policies.py).
+    relay = compose["relay"]
+    assert relay["networks"] == ["data"]
+    assert "ports" not in relay and "expose" not in relay
+    assert not re.search(r"^\s*server(-template)?\s.*\brelay:", HAPROXY, re.M)
+    for doc in rendered[overlay]:
+        if doc["kind"] == "Service":
+            assert doc["spec"]["selector"].get("app.kubernetes.io/name") != "relay"
+
+
+@pytest.mark.parametrize("overlay", SELF_CONTAINED)
+def test_replicas_are_composes(
+    rendered: dict[str, list[Manifest]], compose: dict[str, Manifest], overlay: str
+) -> None:
+    # Production runs more (overlays/production); the others as compose does.
+    for service in SERVERS:
+        expected = compose[service].get("deploy", {}).get("replicas", 1)
+        assert workload(rendered[overlay], service)["spec"]["replicas"] == expected, service
 
 
 @pytest.mark.parametrize("overlay", SELF_CONTAINED)
@@ -311,6 +419,29 @@ def test_http_probes_are_composes_and_answered(
         ports = {port["name"] for port in box["ports"]}
         for probe in ("readinessProbe", "livenessProbe"):
             assert box[probe]["httpGet"]["port"] in ports, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_relay_probes_are_composes_and_answered(
+    rendered: dict[str, list[Manifest]],
+    compose: dict[str, Manifest],
+    overlay: str,
+) -> None:
+    relay = main_container(rendered[overlay], "relay")
+    # compose checks /readyz: connected to PostgreSQL and Redis.
+    readiness, liveness = relay["readinessProbe"]["httpGet"], relay["livenessProbe"]["httpGet"]
+    assert compose_healthcheck_url(compose, "relay").path == readiness["path"] == "/readyz"
+    assert liveness["path"] == "/healthz"
+    assert {readiness["port"], liveness["port"]} <= {port["name"] for port in relay["ports"]}
+    # The program answers them (its own modules, or shared ones).
+    modules = [*(SERVICES / "relay").glob("*.py"), *(SERVICES / "shared").glob("*.py")]
+    strings = {
+        node.value
+        for module in modules
+        for node in ast.walk(ast.parse(module.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
+    assert {readiness["path"], liveness["path"]} <= strings
 
 
 @pytest.mark.parametrize("overlay", SELF_CONTAINED)
@@ -361,6 +492,17 @@ def test_web_grace_period_covers_gunicorns(
     pause = container(deployment, "web")["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod_spec(deployment)["terminationGracePeriodSeconds"] >= pause + graceful + 2
     assert seconds(compose["web"]["stop_grace_period"]) >= graceful + 2
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_relay_grace_period_is_at_least_composes(
+    rendered: dict[str, list[Manifest]], compose: dict[str, Manifest], overlay: str
+) -> None:
+    # It has nothing to drain: no preStop pause, compose's period at least.
+    deployment = find(rendered[overlay], "Deployment", "relay")
+    assert "lifecycle" not in container(deployment, "relay")
+    grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
+    assert grace >= seconds(compose["relay"]["stop_grace_period"])
 
 
 # The edge.

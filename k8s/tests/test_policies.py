@@ -4,6 +4,7 @@ recommended labels kept out of selectors, the network policies."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -54,7 +55,8 @@ def test_app_runs_as_the_images_user(rendered: dict[str, list[Manifest]], overla
     dockerfile = (SERVICES / "Dockerfile").read_text()
     assert f"--uid {APP_UID}" in dockerfile
     assert f"USER {APP_UID}:{APP_UID}" in dockerfile
-    for kind, name in (("Deployment", "web"), ("Deployment", "broadcaster"), ("Job", "migrate")):
+    app = ("Deployment", "web"), ("Deployment", "broadcaster"), ("Deployment", "relay")
+    for kind, name in (*app, ("Job", "migrate")):
         pod = pod_spec(find(rendered[overlay], kind, name))["securityContext"]
         assert pod["runAsUser"] == pod["runAsGroup"] == APP_UID, name
 
@@ -121,17 +123,122 @@ def test_recommended_labels_stay_out_of_selectors(
             assert template["app.kubernetes.io/part-of"] == "django-realtime-notifications"
 
 
-def allowed_sources(docs: list[Manifest], target: str) -> list[Manifest]:
-    """The `from` entries of the policies that select ``target``'s pods."""
-    sources = []
-    for doc in docs:
-        if doc["kind"] != "NetworkPolicy":
-            continue
-        selector = doc["spec"]["podSelector"].get("matchLabels", {})
-        if selector.get("app.kubernetes.io/name") == target:
-            for rule in doc["spec"].get("ingress", []):
-                sources += rule["from"]
-    return sources
+# The network policies, evaluated: who may open a connection to whom.
+
+
+@dataclasses.dataclass(frozen=True)
+class Pod:
+    namespace: str
+    labels: dict[str, str]
+    #: Its containers' ports, name to number.
+    ports: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+#: Pods of other namespaces that may try: the ingress controller, which the
+#: policies admit to web and the broadcasters, and a Prometheus, which they
+#: don't (k8s/README.md: add a rule for it). And a pod of this namespace that
+#: is none of ours.
+OUTSIDERS = {
+    "ingress-nginx": Pod("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}),
+    "prometheus": Pod("monitoring", {"app.kubernetes.io/name": "prometheus"}),
+    "stranger": Pod("notifications", {"app.kubernetes.io/name": "stranger"}),
+}
+#: Who reaches each pod that listens, on every one of its ports. The relay
+#: only connects out, to PostgreSQL and Redis; nothing connects to it.
+REACHED_BY = {
+    "web": {"ingress-nginx"},
+    "broadcaster": {"ingress-nginx"},
+    "relay": set(),
+    "db": {"web", "broadcaster", "relay", "migrate"},
+    "redis": {"web", "broadcaster", "relay"},
+}
+
+
+def pods(docs: list[Manifest]) -> dict[str, Pod]:
+    """The pods of every workload, by app.kubernetes.io/name."""
+    found = {}
+    for workload in all_workloads(docs):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        ports = {
+            port["name"]: port["containerPort"]
+            for box in containers(workload, init=False)
+            for port in box.get("ports", [])
+        }
+        found[labels["app.kubernetes.io/name"]] = Pod(
+            workload["metadata"]["namespace"], labels, ports
+        )
+    return found
+
+
+def selects(selector: Manifest, labels: dict[str, str]) -> bool:
+    """A label selector's verdict: matchLabels and matchExpressions."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, values = expression["key"], expression.get("values", [])
+        verdict = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[expression["operator"]]
+        if not verdict:
+            return False
+    return True
+
+
+def policy_types(policy: Manifest) -> list[str]:
+    spec = policy["spec"]
+    default = ["Ingress", *(["Egress"] if "egress" in spec else [])]
+    types: list[str] = spec.get("policyTypes", default)
+    return types
+
+
+def lets(docs: list[Manifest], direction: str, pod: Pod, peer: Pod, port: tuple[str, int]) -> bool:
+    """Whether ``pod``'s policies let a TCP connection in from ``peer`` (Ingress)
+    or out to it (Egress), to the peer's or pod's ``port`` (name, number)."""
+    policies = [
+        doc
+        for doc in docs
+        if doc["kind"] == "NetworkPolicy"
+        and doc["metadata"]["namespace"] == pod.namespace
+        and direction in policy_types(doc)
+        and selects(doc["spec"]["podSelector"], pod.labels)
+    ]
+    if not policies:
+        return True  # not isolated in that direction
+    for policy in policies:
+        for rule in policy["spec"].get(direction.lower()) or []:
+            peers = rule.get("from" if direction == "Ingress" else "to")
+            ports = rule.get("ports")
+            if peers and not any(matches(entry, peer, pod.namespace) for entry in peers):
+                continue
+            if ports and not any(
+                entry.get("protocol", "TCP") == "TCP" and entry.get("port", port[0]) in port
+                for entry in ports
+            ):
+                continue
+            return True
+    return False
+
+
+def matches(entry: Manifest, peer: Pod, namespace: str) -> bool:
+    """Whether a policy's peer entry (in ``namespace``) designates ``peer``."""
+    if "ipBlock" in entry:
+        return False  # pods are designated by selectors here
+    if "namespaceSelector" in entry:
+        labels = {"kubernetes.io/metadata.name": peer.namespace}
+        if not selects(entry["namespaceSelector"], labels):
+            return False
+    elif peer.namespace != namespace:
+        return False
+    return selects(entry.get("podSelector", {}), peer.labels)
+
+
+def reaches(docs: list[Manifest], client: Pod, server: Pod, port: tuple[str, int]) -> bool:
+    return lets(docs, "Egress", client, server, port) and lets(
+        docs, "Ingress", server, client, port
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -139,22 +246,75 @@ def test_network_policies(rendered: dict[str, list[Manifest]], overlay: str) -> 
     docs = rendered[overlay]
     deny = find(docs, "NetworkPolicy", "default-deny-ingress")["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}
-    # Only the ingress controller reaches web and the broadcasters.
-    for target in ("web", "broadcaster"):
-        (source,) = allowed_sources(docs, target)
-        namespace = source["namespaceSelector"]["matchLabels"]
-        assert namespace == {"kubernetes.io/metadata.name": "ingress-nginx"}
-    # Only web and the broadcasters (and the migrations, for the database)
-    # reach the data stores.
-    expected = {"db": ["web", "broadcaster", "migrate"], "redis": ["web", "broadcaster"]}
-    for target, clients in expected.items():
-        sources = allowed_sources(docs, target)
-        if overlay not in SELF_CONTAINED:
-            assert sources == []
-            continue
-        (source,) = sources
-        assert set(source) == {"podSelector"}
-        (expression,) = source["podSelector"]["matchExpressions"]
-        assert expression["key"] == "app.kubernetes.io/name"
-        assert expression["operator"] == "In"
-        assert expression["values"] == clients
+    ours = pods(docs)
+    listening = {name for name, pod in ours.items() if pod.ports}
+    expected = REACHED_BY.keys() - (set() if overlay in SELF_CONTAINED else {"db", "redis"})
+    assert listening == expected
+    for name in listening:
+        # Each has a policy of its own (its file's), beside the default deny.
+        policy = find(docs, "NetworkPolicy", name)["spec"]["podSelector"]
+        assert policy == {"matchLabels": {"app.kubernetes.io/name": name}}
+        for port in ours[name].ports.items():
+            clients = {**ours, **OUTSIDERS}
+            reached = {
+                client
+                for client, pod in clients.items()
+                if client != name and reaches(docs, pod, ours[name], port)
+            }
+            assert reached == REACHED_BY[name], f"{name}:{port[0]} is reached by {sorted(reached)}"
+
+
+def test_the_evaluator_sees_what_policies_allow() -> None:
+    # reaches() on made-up pods and policies, both directions: what
+    # test_network_policies relies on, egress included (no overlay has any).
+    def policy(name: str, spec: Manifest) -> Manifest:
+        return {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": spec,
+        }
+
+    def named(name: str) -> Manifest:
+        return {"matchLabels": {"app.kubernetes.io/name": name}}
+
+    server = Pod("ns", {"app.kubernetes.io/name": "server"}, {"db": 5432, "admin": 8080})
+    client = Pod("ns", {"app.kubernetes.io/name": "client"})
+    other = Pod("ns", {"app.kubernetes.io/name": "other"})
+    elsewhere = Pod("elsewhere", {"app.kubernetes.io/name": "client"})
+    db, admin = ("db", 5432), ("admin", 8080)
+    assert reaches([], other, server, db)  # no policy: not isolated
+    entry = {
+        "podSelector": {
+            "matchExpressions": [
+                {"key": "app.kubernetes.io/name", "operator": "In", "values": ["client"]}
+            ]
+        }
+    }
+    docs = [
+        policy(
+            "server",
+            {
+                "podSelector": named("server"),
+                "ingress": [{"from": [entry], "ports": [{"port": "db"}]}],
+            },
+        )
+    ]
+    assert reaches(docs, client, server, db)
+    assert not reaches(docs, client, server, admin)
+    assert not reaches(docs, other, server, db)
+    assert not reaches(docs, elsewhere, server, db)
+    closed = policy("client", {"podSelector": named("client"), "policyTypes": ["Egress"]})
+    assert not reaches([*docs, closed], client, server, db)
+    out = {
+        "podSelector": named("client"),
+        "egress": [{"to": [{"podSelector": named("server")}], "ports": [{"port": 5432}]}],
+    }
+    assert reaches([*docs, closed, policy("out", out)], client, server, db)
+
+
+def test_production_leaves_egress_open(rendered: dict[str, list[Manifest]]) -> None:
+    # Its PostgreSQL and Redis are managed ones, wherever they are: no policy
+    # may keep web, the broadcasters or the relay from reaching them.
+    for doc in rendered["production"]:
+        if doc["kind"] == "NetworkPolicy":
+            assert "Egress" not in policy_types(doc), doc["metadata"]["name"]

@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from shared import environment
+from shared.eventlog import Retention
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -16,7 +17,7 @@ class Config:
     #: Interface and port for WebSocket connections and the HTTP checks.
     host: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
     port: int = 8888
-    #: Redis holding the event channel.
+    #: Redis holding the event log.
     redis_url: str = "redis://localhost:6379/0"
     #: Seconds a client has to send its token after connecting.
     auth_timeout: float = 5.0
@@ -39,10 +40,15 @@ class Config:
     ping_interval: float = 20.0
     #: Seconds between checks that Redis still answers while no event arrives.
     redis_check_interval: float = 5.0
+    #: Resuming clients are told the log's position at least this often
+    #: while it moves, so that those who see few events resume cheaply.
+    position_seconds: float = 30.0
+    #: How much history is kept for resuming clients (EVENT_HISTORY_*).
+    retention: Retention = dataclasses.field(default_factory=Retention)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
-        """Build the configuration from ``BROADCASTER_*`` variables and ``REDIS_URL``."""
+        """Build the configuration from ``BROADCASTER_*``, ``EVENT_HISTORY_*`` and ``REDIS_URL``."""
         return cls(
             host=environment.string("BROADCASTER_HOST", cls.host, env=env),
             port=environment.integer("BROADCASTER_PORT", cls.port, minimum=1, env=env),
@@ -71,4 +77,8 @@ class Config:
             redis_check_interval=environment.number(
                 "BROADCASTER_REDIS_CHECK_INTERVAL", cls.redis_check_interval, minimum=0.1, env=env
             ),
+            position_seconds=environment.number(
+                "BROADCASTER_POSITION_SECONDS", cls.position_seconds, minimum=0.1, env=env
+            ),
+            retention=Retention.from_env(env),
         )

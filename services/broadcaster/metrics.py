@@ -21,6 +21,9 @@ class Metrics:
     slow_clients_dropped: int = 0
     redis_reconnects: int = 0
     connections_refused: int = 0
+    events_replayed: int = 0
+    positions_sent: int = 0
+    resumes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     auth_failures: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
     def render(self, *, connections: int, pending: int, ready: bool) -> str:
@@ -28,10 +31,14 @@ class Metrics:
         auth_failures: dict[str, float] = {
             f'{{reason="{reason}"}}': count for reason, count in sorted(self.auth_failures.items())
         } or {'{reason="invalid"}': 0}
+        resumes: dict[str, float] = {
+            f'{{outcome="{outcome}"}}': self.resumes[outcome]
+            for outcome in ("recovered", "not_recovered")
+        }
         families: list[tuple[str, str, str, Mapping[str, float]]] = [
             ("connections", "gauge", "Authenticated connections open now.", {"": connections}),
             ("pending_connections", "gauge", "Connections waiting for their token.", {"": pending}),
-            ("ready", "gauge", "1 when subscribed to the bus and not draining.", {"": int(ready)}),
+            ("ready", "gauge", "1 when reading the event log and not draining.", {"": int(ready)}),
             (
                 "connections_opened_total",
                 "counter",
@@ -53,20 +60,38 @@ class Metrics:
             (
                 "events_received_total",
                 "counter",
-                "Events read from the bus.",
+                "Events read from the log.",
                 {"": self.events_received},
             ),
             (
                 "events_invalid_total",
                 "counter",
-                "Messages on the bus that were not events (skipped).",
+                "Entries of the log that were not events (skipped).",
                 {"": self.events_invalid},
             ),
             (
                 "messages_sent_total",
                 "counter",
-                "Event messages written to client connections.",
+                "Live event messages written to client connections.",
                 {"": self.messages_sent},
+            ),
+            (
+                "resumes_total",
+                "counter",
+                "Clients that sent a last id, by whether everything after it could be sent.",
+                resumes,
+            ),
+            (
+                "events_replayed_total",
+                "counter",
+                "Missed events sent to resuming clients.",
+                {"": self.events_replayed},
+            ),
+            (
+                "positions_sent_total",
+                "counter",
+                "Position messages sent to resuming clients.",
+                {"": self.positions_sent},
             ),
             (
                 "slow_clients_dropped_total",
@@ -77,7 +102,7 @@ class Metrics:
             (
                 "redis_reconnects_total",
                 "counter",
-                "Times the bus connection was lost and retried.",
+                "Times the connection to the event log in Redis was lost and retried.",
                 {"": self.redis_reconnects},
             ),
         ]

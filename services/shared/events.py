@@ -1,9 +1,10 @@
-"""The event that Django publishes on the bus and the broadcasters deliver.
+"""The event that Django publishes and the broadcasters deliver.
 
 This module is the single definition of the event's shape. Django builds
-events with :meth:`Event.encode`; broadcasters check them with
-:func:`Event.decode` and forward the published bytes unchanged, so a client
-receives exactly what Django wrote.
+events with :meth:`Event.encode` into the outbox; the relay adds each one's
+``id`` (its place in the log, :mod:`shared.eventlog`); broadcasters check the
+result with :func:`Event.decode` and forward those bytes unchanged, so a
+client receives exactly what the log holds.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import dataclasses
 import json
 from typing import Any
 
-#: Redis Pub/Sub channel carrying events, as in the how-to.
+#: Redis Pub/Sub channel where the relay also publishes every event, so that
+#: the how-to's ``redis-cli SUBSCRIBE events`` still shows them.
 CHANNEL = "events"
 
 
@@ -44,15 +46,22 @@ class Event:
     object_id: str | None
     #: ``"added"``, ``"changed"`` or ``"deleted"``.
     action: str
+    #: Place in the event log (:func:`shared.eventlog.event_id`), given by the
+    #: relay; ``None`` before that, and then left out of the JSON.
+    id: str | None = None
 
     def encode(self) -> bytes:
-        """Serialize to the JSON text published on :data:`CHANNEL`."""
-        return json.dumps(dataclasses.asdict(self), ensure_ascii=False).encode()
+        """Serialize to JSON text."""
+        fields = dataclasses.asdict(self)
+        if self.id is None:
+            del fields["id"]
+        return json.dumps(fields, ensure_ascii=False).encode()
 
     @classmethod
     def decode(cls, payload: bytes | str) -> Event:
-        """Parse a message from :data:`CHANNEL`.
+        """Parse an event's JSON text.
 
+        ``id`` may be missing (``None``); every other field is required.
         Unknown fields are ignored, so that a newer publisher may add fields
         before every broadcaster is upgraded.
 
@@ -69,6 +78,8 @@ class Event:
         values = {}
         for field in dataclasses.fields(cls):
             if field.name not in data:
+                if field.default is None:
+                    continue
                 raise InvalidEvent(f"missing field: {field.name}")
             value = data[field.name]
             if not _has_type(value, field.type):

@@ -35,14 +35,8 @@ def metrics() -> HttpResponse:
             Family(
                 "web_events_published_total",
                 "counter",
-                "Events published to Redis by this worker.",
+                "Events committed to the outbox by this worker.",
                 {worker: counters.published},
-            ),
-            Family(
-                "web_event_publish_failures_total",
-                "counter",
-                "Events lost because Redis refused them.",
-                {worker: counters.failed},
             ),
         ]
     )

@@ -1,15 +1,17 @@
-"""Turn every admin ``LogEntry`` into one event on the bus, after commit.
+"""Turn every admin ``LogEntry`` into one event in the outbox, in its transaction.
 
-The how-to publishes from a ``post_save`` receiver. Two things are added:
+The how-to publishes to Redis from a ``post_save`` receiver. Here the event is
+written to the outbox table (:class:`~web.notifications.models.OutboxEvent`)
+in the same transaction as the ``LogEntry``, so that:
 
-* the event is published only once the transaction commits, so a change that
-  is rolled back is never announced;
+* a change that is rolled back is never announced, and one that commits is
+  always announced, even while Redis is unreachable: the relay copies the
+  outbox to Redis's event log, catching up after outages;
 * since Django 5.1 the admin logs a bulk deletion ("Delete selected") with
   ``bulk_create()``, which sends no ``post_save``; :func:`connect` wraps
   ``LogEntryManager.log_actions`` so those entries are announced too.
 
-Publishing never makes the admin save fail: when Redis is unreachable the
-failure is logged and counted (:data:`counters`), and the event is dropped.
+Publishing doesn't talk to Redis at all: an admin save needs only PostgreSQL.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from typing import Any
 
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry, LogEntryManager
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models.signals import post_save
-from django_redis import get_redis_connection
 
-from shared.events import CHANNEL, Event
+from shared.events import Event
+
+from .models import OutboxEvent
 
 logger = logging.getLogger(__name__)
 
@@ -39,20 +42,21 @@ _SCHEDULED = "_notifications_scheduled"
 
 
 class Counters:
-    """Per-process counts of publishing outcomes (gunicorn: per worker)."""
+    """Per-process count of events committed to the outbox (gunicorn: per worker)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.published = 0
-        self.failed = 0
 
-    def add(self, *, published: int = 0, failed: int = 0) -> None:
+    def add(self, count: int) -> None:
         with self._lock:
-            self.published += published
-            self.failed += failed
+            self.published += count
 
 
 counters = Counters()
+
+#: PostgreSQL channel the relay listens on; NOTIFY is delivered at commit.
+OUTBOX_CHANNEL = "notifications_outbox"
 
 
 def event_for(entry: LogEntry) -> Event | None:
@@ -78,41 +82,40 @@ def event_for(entry: LogEntry) -> Event | None:
     )
 
 
-def publish(event: Event) -> bool:
-    """Publish ``event`` on the bus now. Return whether Redis accepted it."""
-    try:
-        get_redis_connection("default").publish(CHANNEL, event.encode())
-    except Exception:
-        counters.add(failed=1)
-        logger.exception(
-            "event not published: model=%s object_id=%s failures=%d",
-            event.model,
-            event.object_id,
-            counters.failed,
-        )
-        return False
-    counters.add(published=1)
-    return True
+def publish(*events: Event) -> None:
+    """Write ``events`` to the outbox in the current transaction.
 
-
-def schedule(entry: LogEntry) -> None:
-    """Publish the event for ``entry`` when the current transaction commits.
-
-    The event is built now, inside the transaction, while the data is there.
+    They are announced if and when it commits: the relay, woken by NOTIFY
+    at the commit, gives them their place in the log. Outside a transaction
+    (autocommit), that is at once.
     """
-    if getattr(entry, _SCHEDULED, False):
-        return
-    setattr(entry, _SCHEDULED, True)
-    event = event_for(entry)
-    if event is None:
-        logger.warning("log entry %s has no content type: not published", entry.pk)
-        return
-    transaction.on_commit(functools.partial(publish, event), robust=True)
+    OutboxEvent.objects.bulk_create(
+        [OutboxEvent(payload=event.encode().decode()) for event in events]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+    transaction.on_commit(functools.partial(counters.add, len(events)))
+
+
+def schedule(entries: list[LogEntry]) -> None:
+    """Publish the events for ``entries``, each once, in the current transaction."""
+    events = []
+    for entry in entries:
+        if getattr(entry, _SCHEDULED, False):
+            continue
+        setattr(entry, _SCHEDULED, True)
+        event = event_for(entry)
+        if event is None:
+            logger.warning("log entry %s has no content type: not published", entry.pk)
+            continue
+        events.append(event)
+    if events:
+        publish(*events)
 
 
 def _on_log_entry_saved(sender: type[LogEntry], instance: LogEntry, **kwargs: Any) -> None:
     if kwargs.get("created") and not kwargs.get("raw"):
-        schedule(instance)
+        schedule([instance])
 
 
 def _announcing(log_actions: Callable[..., Any]) -> Callable[..., Any]:
@@ -120,8 +123,7 @@ def _announcing(log_actions: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(self: LogEntryManager, *args: Any, **kwargs: Any) -> Any:
         result = log_actions(self, *args, **kwargs)
         entries = [result] if isinstance(result, LogEntry) else result
-        for entry in entries:  # only the bulk-created ones are not scheduled yet
-            schedule(entry)
+        schedule(list(entries))  # only the bulk-created ones are not scheduled yet
         return result
 
     wrapper.announcing = True  # type: ignore[attr-defined]

@@ -1,52 +1,30 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import redis
 
-from shared.events import CHANNEL, Event
-from testing import RedisServer
-
-SENTINEL = b"sentinel: nothing else was published before this"
+from shared.events import Event
+from web.notifications.models import OutboxEvent
 
 
-class Subscriber:
-    """A real Redis subscriber to the event channel, as a broadcaster is."""
+class Outbox:
+    """The events written to the outbox, read in the order they were written."""
 
-    def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(url)
-        self.pubsub = self.client.pubsub()
-        self.pubsub.subscribe(CHANNEL)
-        assert self._next_message()["type"] == "subscribe"
+    def __init__(self) -> None:
+        self.seen = 0
 
-    def _next_message(self) -> dict[str, object]:
-        for _ in range(300):  # 30 s
-            message = self.pubsub.get_message(timeout=0.1)
-            if message is not None:
-                return message
-        raise AssertionError("nothing published within 30 s")
-
-    def next_raw(self) -> bytes:
-        data = self._next_message()["data"]
-        assert isinstance(data, bytes)
-        return data
+    def _rows(self) -> list[OutboxEvent]:
+        return list(OutboxEvent.objects.order_by("id")[self.seen :])
 
     def next(self) -> Event:
-        return Event.decode(self.next_raw())
+        rows = self._rows()
+        assert rows, "nothing more in the outbox"
+        self.seen += 1
+        return Event.decode(rows[0].payload)
 
     def assert_nothing_more(self) -> None:
-        """Publish a sentinel: the next message must be it, so nothing else came first."""
-        self.client.publish(CHANNEL, SENTINEL)
-        assert self.next_raw() == SENTINEL
-
-    def close(self) -> None:
-        self.pubsub.close()
-        self.client.close()
+        assert not self._rows(), [row.payload for row in self._rows()]
 
 
 @pytest.fixture
-def events(redis_server: RedisServer) -> Iterator[Subscriber]:
-    subscriber = Subscriber(redis_server.url)
-    yield subscriber
-    subscriber.close()
+def events() -> Outbox:
+    return Outbox()

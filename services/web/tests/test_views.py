@@ -61,6 +61,7 @@ def test_live_page(admin_client: Client) -> None:
     assert response.status_code == 200
     page = response.content.decode()
     assert 'data-token-url="/api/token/"' in page
+    assert 'data-admin-url="/admin/"' in page  # where the "missed" notice sends the user
     assert "notifications/live.js" in page
 
 
@@ -78,5 +79,5 @@ def test_probes_by_ip_address_are_answered(client: Client) -> None:
 
 def test_metrics_report_publishing_counters(client: Client) -> None:
     text = client.get("/metrics").content.decode()
-    assert "# TYPE web_event_publish_failures_total counter" in text
+    assert "# TYPE web_events_published_total counter" in text
     assert "web_events_published_total{pid=" in text

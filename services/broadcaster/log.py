@@ -1,0 +1,211 @@
+"""The event log in Redis, read into a :class:`~.history.History`, kept alive across outages."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio
+from redis.exceptions import RedisError, ResponseError
+
+from shared.eventlog import (
+    EPOCH_KEY,
+    MESSAGE_FIELD,
+    ORIGIN,
+    STREAM,
+    Position,
+    Retention,
+    parse_event_id,
+)
+from shared.events import Event, InvalidEvent
+
+from .history import Entry, History
+from .metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+#: Entries read per XREAD.
+BATCH = 1000
+
+
+class EventLogReader:
+    """Follows the log's stream and hands each new batch to ``on_entries``.
+
+    On start it loads what the stream holds into :attr:`history`, then reads
+    from its head. When Redis goes away it retries with jittered exponential
+    backoff, forever, and carries on from the last entry read, so nothing
+    between is missed: the stream keeps it (and the relay refills a Redis
+    that lost its data, with the same ids). :attr:`reading` is false
+    meanwhile.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        on_entries: Callable[[list[Entry]], None],
+        *,
+        metrics: Metrics,
+        retention: Retention,
+        check_interval: float = 5.0,
+        first_retry: float = 0.5,
+        last_retry: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.on_entries = on_entries
+        self.metrics = metrics
+        self.retention = retention
+        self.check_interval = check_interval
+        self.first_retry = first_retry
+        self.last_retry = last_retry
+        #: The log as known here; ``None`` until first loaded.
+        self.history: History | None = None
+        #: True while reading the stream.
+        self.reading = False
+        self._advanced = asyncio.Event()
+
+    async def run(self) -> None:
+        """Read the log until cancelled."""
+        retry = self.first_retry
+        try:
+            while True:
+                try:
+                    await self._connect_and_read()
+                except (RedisError, OSError, TimeoutError) as exc:
+                    if self.reading:  # it worked until now: start the backoff over
+                        logger.warning("event=log_lost error=%r", str(exc))
+                        retry = self.first_retry
+                    self.reading = False
+                    self.metrics.redis_reconnects += 1
+                    delay = retry * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+                    logger.warning("event=log_retry in=%.1fs error=%r", delay, str(exc))
+                    await asyncio.sleep(delay)
+                    retry = min(retry * 2, self.last_retry)
+        finally:
+            self.reading = False
+
+    async def wait_for(self, position: Position) -> None:
+        """Return once the head reaches ``position`` (bound it with a timeout)."""
+        while self.history is None or self.history.head < position:
+            await self._advanced.wait()
+
+    async def _connect_and_read(self) -> None:
+        client = redis.asyncio.Redis.from_url(
+            self.url, socket_connect_timeout=5, socket_keepalive=True
+        )
+        try:
+            if self.history is None:
+                await self._load(client)
+            assert self.history is not None
+            self.reading = True
+            logger.info("event=log_reading head=%s", self.history.head_id)
+            block_ms = int(self.check_interval * 1000)
+            while True:
+                assert self.history is not None
+                # XREAD returns after block_ms with nothing: a Redis that stops
+                # answering without closing the socket is noticed by the timeout.
+                async with asyncio.timeout(self.check_interval * 2 + 1):
+                    reply = await client.xread(
+                        {STREAM: str(self.history.head)}, count=BATCH, block=block_ms
+                    )
+                self._accept(_entries(reply))
+                self.history.trim(self.retention, now_ms=time.time_ns() // 1_000_000)
+        finally:
+            await client.aclose()
+
+    async def _load(self, client: redis.asyncio.Redis) -> None:
+        """Load the stream, once the relay has declared it complete."""
+        while not await client.exists(EPOCH_KEY):
+            logger.info("event=log_waiting reason=relay_has_not_declared_the_log")
+            await asyncio.sleep(self.check_interval)
+        async with client.pipeline(transaction=True) as pipeline:
+            pipeline.get(EPOCH_KEY)
+            pipeline.xinfo_stream(STREAM)
+            pipeline.xrange(STREAM)
+            epoch, info, entries = await pipeline.execute(raise_on_error=False)
+        if isinstance(info, ResponseError):  # no stream: no event yet
+            head, from_origin, entries = ORIGIN, True, []
+        elif isinstance(info, Exception):
+            raise info
+        else:
+            head = Position.parse(info["last-generated-id"])
+            from_origin = info["entries-added"] == info["length"]
+        if isinstance(entries, Exception):
+            raise entries
+        # Entries of an older history (a database created anew) may remain
+        # before the declared one's: they are no one's position any more.
+        declared = epoch.decode()
+        loaded = _entries([[STREAM, entries]])
+        current = [(p, d) for p, d in loaded if d.epoch in (declared, None)]
+        self.history = History(declared, ORIGIN, from_origin=from_origin and current == loaded)
+        self._accept(current, announce=False)
+        self.history.head = max(self.history.head, head)
+        logger.info("event=log_loaded events=%d head=%s", len(self.history), self.history.head_id)
+
+    def _accept(self, entries: list[tuple[Position, _Decoded]], *, announce: bool = True) -> None:
+        """Add entries to the history and hand them on (unless loading)."""
+        if not entries:
+            return
+        assert self.history is not None
+        accepted = []
+        for position, decoded in entries:
+            if decoded.epoch is not None and decoded.epoch != self.history.epoch:
+                logger.warning(
+                    "event=new_history epoch=%s was=%s", decoded.epoch, self.history.epoch
+                )
+                self.history = History(decoded.epoch, position.preceding(), from_origin=False)
+            entry = Entry(position, decoded.content_type_id, decoded.message)
+            self.history.append(entry)
+            if decoded.content_type_id is None:
+                self.metrics.events_invalid += 1
+            else:
+                self.metrics.events_received += 1
+                accepted.append(entry)
+        self._advanced.set()
+        self._advanced = asyncio.Event()
+        if announce:
+            try:
+                self.on_entries(accepted)
+            except Exception:  # a bug must not stop the next events
+                logger.exception("event=handler_error")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Decoded:
+    """What a stream entry says; ``content_type_id`` is ``None`` if it's not an event."""
+
+    content_type_id: int | None
+    epoch: str | None
+    message: bytes
+
+
+def _entries(reply: Any) -> list[tuple[Position, _Decoded]]:
+    """Decode XREAD's or XRANGE's reply; entries that aren't events are kept as such.
+
+    Even an invalid entry moves the head, so that it is read only once.
+    """
+    decoded = []
+    for _stream, entries in reply or ():
+        for stream_id, fields in entries:
+            position = Position.parse(stream_id)
+            decoded.append((position, _decode(position, fields)))
+    return decoded
+
+
+def _decode(position: Position, fields: dict[bytes, bytes]) -> _Decoded:
+    message = fields.get(MESSAGE_FIELD.encode(), b"")
+    try:
+        event = Event.decode(message)
+        parsed = parse_event_id(event.id)
+        if parsed is None or parsed[1] != position:
+            raise InvalidEvent(f"id {event.id!r} is not its place in the log")
+    except InvalidEvent as exc:
+        logger.warning(
+            "event=bad_entry id=%s error=%r message=%r", position, str(exc), message[:200]
+        )
+        return _Decoded(None, None, message)
+    return _Decoded(event.content_type_id, parsed[0], message)

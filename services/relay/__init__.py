@@ -1,0 +1,1 @@
+"""The relay: copies the outbox in PostgreSQL to the event log in Redis."""

@@ -1,0 +1,183 @@
+"""The outbox in PostgreSQL, as the relay uses it. Blocking: the relay's thread.
+
+Only the leader (:func:`try_lead`) assigns positions, so the order it gives
+is the one order of the log. Positions only grow, in PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+from django.db import connection, transaction
+from django.db.models import Q, QuerySet
+
+from shared.eventlog import Position, Retention
+from web.notifications.models import EventLog, OutboxEvent
+from web.notifications.publishing import OUTBOX_CHANNEL
+
+#: Key of the PostgreSQL advisory lock held by the relay that leads.
+LEADER_LOCK = 7_215_883_920_017
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Row:
+    """An event with its place in the log, as PostgreSQL keeps it."""
+
+    position: Position
+    payload: str
+    #: When its transaction wrote it, as a Unix time in seconds.
+    created: float
+
+
+def try_lead() -> bool:
+    """Take the leader's lock if it's free; held until the connection closes.
+
+    The session asks PostgreSQL to probe its connection: should the leader's
+    machine vanish without closing it, the server notices within about 30 s
+    and frees the lock for a standby, instead of after hours of TCP silence.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5;"
+            " SET tcp_keepalives_count = 3; SET tcp_user_timeout = 30000"
+        )
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [LEADER_LOCK])
+        return bool(cursor.fetchone()[0])
+
+
+def check() -> None:
+    """Raise if PostgreSQL doesn't answer."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def listen() -> None:
+    """Be woken by :func:`wait` when a transaction that wrote events commits."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"LISTEN {OUTBOX_CHANNEL}")
+
+
+def wait(timeout: float) -> None:
+    """Return at the next notification, or after ``timeout`` seconds."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors:  # psycopg's errors as Django's
+        for _ in connection.connection.notifies(timeout=timeout, stop_after=1):
+            pass
+
+
+def epoch() -> str:
+    """This database's history name (created with the first leader)."""
+    log, _ = EventLog.objects.get_or_create(pk=1)
+    return log.epoch
+
+
+def assign(*, after: Position | None, now_ms: int, limit: int) -> int:
+    """Give committed rows without a position the next positions, in id order.
+
+    Positions follow ``after`` (the log's head in Redis) and every position
+    already given. Returns how many rows were assigned.
+    """
+    with transaction.atomic():
+        ids = list(
+            OutboxEvent.objects.filter(position_ms__isnull=True)
+            .order_by("id")
+            .values_list("id", flat=True)[:limit]
+        )
+        if not ids:
+            return 0
+        position = max(after or Position(0, 0), last_position() or Position(0, 0))
+        rows = []
+        for pk in ids:
+            position = position.following(now_ms)
+            rows.append(OutboxEvent(id=pk, position_ms=position.ms, position_seq=position.seq))
+        OutboxEvent.objects.bulk_update(rows, ["position_ms", "position_seq"])
+    return len(rows)
+
+
+def last_position() -> Position | None:
+    """The greatest position given so far."""
+    last = (
+        _assigned()
+        .order_by("-position_ms", "-position_seq")
+        .values_list("position_ms", "position_seq")
+        .first()
+    )
+    return _position(last)
+
+
+def after(position: Position | None, *, limit: int) -> list[Row]:
+    """Rows past ``position`` (every row if ``None``), oldest first."""
+    rows = _assigned()
+    if position is not None:
+        rows = rows.filter(
+            Q(position_ms__gt=position.ms)
+            | Q(position_ms=position.ms, position_seq__gt=position.seq)
+        )
+    return _rows(rows.order_by("position_ms", "position_seq")[:limit])
+
+
+def newest(count: int) -> list[Row]:
+    """The ``count`` newest rows, oldest first."""
+    return _rows(reversed(_assigned().order_by("-position_ms", "-position_seq")[:count]))
+
+
+def trim(retention: Retention, *, now_ms: int) -> int:
+    """Delete what the history no longer needs; return how many rows went.
+
+    Kept: the rows of the retention window, and the newest row before it,
+    so that a refilled Redis starts where the window does.
+    """
+    keep_from = _newest_before(retention.cutoff(now_ms))
+    by_count = (
+        _assigned()
+        .order_by("-position_ms", "-position_seq")
+        .values_list("position_ms", "position_seq")[retention.max_events : retention.max_events + 1]
+    )
+    oldest_counted = _position(by_count[0]) if by_count else None
+    if oldest_counted is not None:
+        keep_from = max(keep_from or oldest_counted, oldest_counted)
+    if keep_from is None:
+        return 0
+    deleted, _ = (
+        _assigned()
+        .filter(
+            Q(position_ms__lt=keep_from.ms)
+            | Q(position_ms=keep_from.ms, position_seq__lt=keep_from.seq)
+        )
+        .delete()
+    )
+    return deleted
+
+
+def _newest_before(position: Position) -> Position | None:
+    found = (
+        _assigned()
+        .filter(
+            Q(position_ms__lt=position.ms)
+            | Q(position_ms=position.ms, position_seq__lt=position.seq)
+        )
+        .order_by("-position_ms", "-position_seq")
+        .values_list("position_ms", "position_seq")
+        .first()
+    )
+    return _position(found)
+
+
+def _position(values: tuple[int | None, int | None] | None) -> Position | None:
+    if values is None or values[0] is None or values[1] is None:
+        return None
+    return Position(values[0], values[1])
+
+
+def _assigned() -> QuerySet[OutboxEvent]:
+    return OutboxEvent.objects.filter(position_ms__isnull=False)
+
+
+def _rows(events: Iterable[OutboxEvent]) -> list[Row]:
+    rows = []
+    for event in events:
+        assert event.position_ms is not None and event.position_seq is not None
+        position = Position(event.position_ms, event.position_seq)
+        rows.append(Row(position, event.payload, event.created.timestamp()))
+    return rows
