@@ -1,4 +1,4 @@
-"""The resuming conversation: the first message, the welcome, positions.
+"""The resuming conversation: the first message, the welcome, the replay, positions.
 
 A client opens either with the bare token (the how-to's protocol: events
 only) or with ``{"token": …, "last_id": …}``; only the latter receive the
@@ -7,8 +7,28 @@ control messages built here, which are the ones with a ``type`` field.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import CloseCode
+
+from shared.eventlog import event_id
+
+from .auth import Identity
+from .history import Entry
+from .metrics import Metrics
+
+if TYPE_CHECKING:  # they send control messages built here
+    from .fanout import Fanout
+    from .log import EventLogReader
+
+#: Seconds a resuming client whose last id is ahead of this replica (it came
+#: from a replica that read the log a moment sooner) waits for it to catch up.
+AHEAD_WAIT = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,3 +66,58 @@ def welcome(position_id: str, *, recovered: bool) -> str:
 def position(position_id: str) -> str:
     """Moves a client's position past events it may not see."""
     return json.dumps({"type": "position", "id": position_id})
+
+
+async def resume(
+    websocket: ServerConnection,
+    identity: Identity,
+    last_id: object,
+    *,
+    log: EventLogReader,
+    fanout: Fanout,
+    metrics: Metrics,
+) -> bool:
+    """Welcome a resuming client, send what it missed, then register it.
+
+    Returns whether it is registered. Replays come from the history in
+    memory. The last check that the client has caught up and its
+    registration happen with no ``await`` between them, so no event can
+    fall into the gap, and none is sent twice.
+    """
+    history = log.history
+    assert history is not None  # connections are refused before it's loaded
+    asked = None if last_id is None else history.position_of(last_id)
+    if asked is not None and asked > history.head:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(AHEAD_WAIT):
+                await log.wait_for(asked)
+        history = log.history
+        assert history is not None
+    recovered = asked is not None and history.honours(asked)
+    if last_id is not None:
+        metrics.resumes["recovered" if recovered else "not_recovered"] += 1
+    at = asked if recovered and asked is not None else history.head
+    await websocket.send(welcome(event_id(history.epoch, at), recovered=recovered))
+
+    while True:
+        history = log.history
+        assert history is not None
+        if not history.honours(at):  # overtaken while sending, or a new history
+            await websocket.close(CloseCode.TRY_AGAIN_LATER, "history moved, resume again")
+            return False
+        missed = list(history.after(at))
+        if not missed:
+            break
+        for entry in missed:
+            at = entry.position
+            if _may_see(identity.content_types, entry):
+                await websocket.send(entry.message, text=True)
+                metrics.events_replayed += 1
+    fanout.add(websocket, identity.content_types, resuming=True)
+    return True
+
+
+def _may_see(content_types: frozenset[int] | None, entry: Entry) -> bool:
+    if entry.content_type_id is None:
+        return False
+    return content_types is None or entry.content_type_id in content_types

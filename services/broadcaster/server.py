@@ -1,19 +1,22 @@
-"""The WebSocket server: authenticate, resume, register, fan out, drain on SIGTERM."""
+"""The WebSocket server's wiring: authenticate, resume or register, drain on SIGTERM.
+
+The concerns live beside it: :mod:`.auth` (who a token is), :mod:`.log`
+(reading the event log), :mod:`.history` (its window in memory),
+:mod:`.resume` (the resuming conversation), :mod:`.fanout` (writing to
+clients), :mod:`.registry` (who may see what).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import signal
-from collections.abc import Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
@@ -21,15 +24,13 @@ from websockets.protocol import State
 from websockets.typing import Origin
 
 from shared import prometheus
-from shared.eventlog import Position, event_id
 
 from .auth import Identity, identify
 from .config import Config
-from .history import Entry
+from .fanout import Fanout, client_address
 from .log import EventLogReader
 from .metrics import Metrics
-from .registry import Registry
-from .resume import Hello, parse_hello, position, welcome
+from .resume import Hello, parse_hello, resume
 
 logger = logging.getLogger(__name__)
 
@@ -38,30 +39,24 @@ logger = logging.getLogger(__name__)
 MAX_MESSAGE_SIZE = 1024
 #: Incoming messages buffered before reading pauses; clients shouldn't send any.
 MAX_QUEUE = 4
-#: Seconds a resuming client whose last id is ahead of this replica (it came
-#: from a replica that read the log a moment sooner) waits for it to catch up.
-AHEAD_WAIT = 5.0
 
 
 class Broadcaster:
-    """Pushes each event on the bus to the connected users allowed to see it."""
+    """Pushes each event of the log to the connected users allowed to see it."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.registry: Registry[ServerConnection] = Registry()
-        #: Connections that opened with the JSON form: they get control messages.
-        self.resuming: set[ServerConnection] = set()
+        self.fanout = Fanout(metrics=self.metrics, slow_client_buffer=config.slow_client_buffer)
         self.log = EventLogReader(
             config.redis_url,
-            self.on_entries,
+            self.fanout.on_entries,
             metrics=self.metrics,
             retention=config.retention,
             check_interval=config.redis_check_interval,
         )
         self.pending = 0
         self.draining = False
-        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def ready(self) -> bool:
@@ -83,7 +78,7 @@ class Broadcaster:
             response = connection.respond(
                 200,
                 self.metrics.render(
-                    connections=len(self.registry), pending=self.pending, ready=self.ready
+                    connections=len(self.fanout), pending=self.pending, ready=self.ready
                 ),
             )
             response.headers["Content-Type"] = prometheus.CONTENT_TYPE
@@ -115,10 +110,18 @@ class Broadcaster:
 
         try:
             if hello.resuming:
-                if not await self.resume(websocket, identity, hello.last_id):
+                resumed = await resume(
+                    websocket,
+                    identity,
+                    hello.last_id,
+                    log=self.log,
+                    fanout=self.fanout,
+                    metrics=self.metrics,
+                )
+                if not resumed:
                     return
             else:
-                self.registry.add(websocket, identity.content_types)
+                self.fanout.add(websocket, identity.content_types, resuming=False)
             self.metrics.connections_opened += 1
             logger.info(
                 "event=connect user=%s remote=%s content_types=%s resuming=%s",
@@ -134,7 +137,7 @@ class Broadcaster:
         except ConnectionClosed:
             pass
         finally:
-            self.forget(websocket)
+            self.fanout.forget(websocket)
             logger.info(
                 "event=disconnect user=%s remote=%s code=%s",
                 identity.username,
@@ -175,115 +178,9 @@ class Broadcaster:
             return None
         return identity, hello
 
-    async def resume(
-        self, websocket: ServerConnection, identity: Identity, last_id: object
-    ) -> bool:
-        """Welcome a resuming client, send what it missed, then register it.
-
-        Returns whether it is registered. Replays come from the history in
-        memory. The last check that the client has caught up and its
-        registration happen with no ``await`` between them, so no event can
-        fall into the gap, and none is sent twice.
-        """
-        history = self.log.history
-        assert history is not None  # process_request refuses connections before
-        asked = None if last_id is None else history.position_of(last_id)
-        if asked is not None and asked > history.head:
-            # It came from a replica that read the log a moment sooner.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(AHEAD_WAIT):
-                    await self.log.wait_for(asked)
-            history = self.log.history
-            assert history is not None
-        recovered = asked is not None and history.honours(asked)
-        if last_id is not None:
-            self.metrics.resumes["recovered" if recovered else "not_recovered"] += 1
-        at = asked if recovered and asked is not None else history.head
-        await websocket.send(welcome(event_id(history.epoch, at), recovered=recovered))
-
-        visible = identity.content_types
-        while True:
-            history = self.log.history
-            assert history is not None
-            if not history.honours(at):  # overtaken while sending, or a new history
-                await websocket.close(CloseCode.TRY_AGAIN_LATER, "history moved, resume again")
-                return False
-            missed = [entry for entry in history.after(at)]
-            if not missed:
-                break
-            for entry in missed:
-                at = entry.position
-                if _may_see(visible, entry):
-                    await websocket.send(entry.message, text=True)
-                    self.metrics.events_replayed += 1
-        self.registry.add(websocket, visible)
-        self.resuming.add(websocket)
-        return True
-
-    def forget(self, websocket: ServerConnection) -> None:
-        """Stop sending anything to ``websocket``."""
-        self.registry.remove(websocket)
-        self.resuming.discard(websocket)
-
     def _auth_failed(self, reason: str, remote: str) -> None:
         self.metrics.auth_failures[reason] += 1
         logger.info("event=auth_failure reason=%s remote=%s", reason, remote)
-
-    # Events.
-
-    def on_entries(self, entries: list[Entry]) -> None:
-        """Send new events to every connection allowed to see them.
-
-        The log's bytes are forwarded unchanged: one encoding for all
-        recipients. Writing is synchronous and doesn't wait for slow clients.
-        """
-        for entry in entries:
-            assert entry.content_type_id is not None  # the log hands on events only
-            recipients = self._keeping_up(self.registry.recipients(entry.content_type_id))
-            self.metrics.messages_sent += len(recipients)
-            broadcast(recipients, entry.message, text=True)
-
-    def _keeping_up(self, connections: Iterable[ServerConnection]) -> list[ServerConnection]:
-        """The open connections that keep up; those that don't are disconnected.
-
-        broadcast() has no backpressure: without this, a client that stopped
-        reading would buffer every event in this process's memory. A client
-        cut here is forgotten at once, so that it gets no later event (nor a
-        position past one it missed).
-        """
-        limit = self.config.slow_client_buffer
-        keeping_up, slow = [], []
-        for connection in connections:
-            if connection.state is not State.OPEN:
-                continue
-            if connection.transport.get_write_buffer_size() > limit:
-                slow.append(connection)
-            else:
-                keeping_up.append(connection)
-        for connection in slow:
-            self.forget(connection)
-            self.metrics.slow_clients_dropped += 1
-            logger.warning("event=slow_client remote=%s", client_address(connection))
-            self._spawn(connection.close(CloseCode.POLICY_VIOLATION, "too slow"))
-        return keeping_up
-
-    async def send_positions(self) -> None:
-        """Tell resuming clients where the log is, every ``position_seconds`` it moved."""
-        sent: Position | None = None
-        while True:
-            await asyncio.sleep(self.config.position_seconds)
-            history = self.log.history
-            if history is None or history.head == sent:
-                continue
-            sent = history.head
-            recipients = self._keeping_up(self.resuming)
-            self.metrics.positions_sent += len(recipients)
-            broadcast(recipients, position(history.head_id))
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     # Lifecycle.
 
@@ -310,7 +207,9 @@ class Broadcaster:
             close_timeout=self.config.close_timeout,
         ) as server:
             log = asyncio.create_task(self.log.run())
-            positions = asyncio.create_task(self.send_positions())
+            positions = asyncio.create_task(
+                self.fanout.send_positions(self.log, self.config.position_seconds)
+            )
             logger.info("event=listening host=%s port=%d", self.config.host, self.config.port)
             await asyncio.wait([stop, log, positions], return_when=asyncio.FIRST_COMPLETED)
             await self.drain(server)
@@ -342,36 +241,16 @@ class Broadcaster:
             if start:
                 await asyncio.sleep(pause)
             batch = connections[start : start + size]
-            history = self.log.history
-            if history is not None:
-                resuming = self._keeping_up(c for c in batch if c in self.resuming)
-                self.metrics.positions_sent += len(resuming)
-                broadcast(resuming, position(history.head_id))
+            if self.log.history is not None:
+                self.fanout.tell_position(self.log.history, batch)
             for connection in batch:
-                self._spawn(connection.close(CloseCode.GOING_AWAY, "server shutting down"))
+                self.fanout.close(connection, CloseCode.GOING_AWAY, "server shutting down")
         try:
             async with asyncio.timeout(self.config.close_timeout + 1):
                 await server.wait_closed()
         except TimeoutError:
             logger.warning("event=drain_incomplete connections=%d", len(server.connections))
         logger.info("event=drained")
-
-
-def _may_see(content_types: frozenset[int] | None, entry: Entry) -> bool:
-    if entry.content_type_id is None:
-        return False
-    return content_types is None or entry.content_type_id in content_types
-
-
-def client_address(websocket: ServerConnection) -> str:
-    """The client's address: X-Forwarded-For behind the proxy, else the peer's."""
-    forwarded = websocket.request.headers.get("X-Forwarded-For") if websocket.request else None
-    if forwarded:
-        return forwarded.split(",")[0].strip()
-    try:
-        return str(websocket.remote_address[0])
-    except (TypeError, IndexError):
-        return "-"
 
 
 async def run(config: Config) -> None:
