@@ -1,9 +1,22 @@
-// Shows admin changes as they happen.
+// Shows admin changes as they happen, and resumes after a disconnection.
 //
 // Protocol (see the README): fetch a short-lived token from Django, open the
-// WebSocket, send the token as the first message, then receive one JSON
-// message per change. When the connection drops, wait a jittered, growing
-// delay, fetch a new token (the old one has expired) and reconnect.
+// WebSocket and send, as the first message, the JSON object
+// {"token": <token>, "last_id": <the last id seen, or null>}. The server
+// answers {"type": "welcome", "id", "recovered"}, then sends one JSON message
+// per change, each with an "id". Messages with a "type" field are control
+// messages: "welcome" and "position" ({"type": "position", "id"}, when changes
+// this user may not see went by, and before the server closes with 1001) only
+// move the page's position. Ids are opaque: the page stores the last one it
+// got, in memory and in sessionStorage (so that reloading the tab resumes too),
+// and never parses it.
+//
+// When the connection drops, wait a jittered, growing delay, fetch a new token
+// (the old one has expired) and reconnect with the last id: the server replays
+// what came after it ("recovered": true). When it can't ("recovered": false:
+// the id is older than the history it keeps, or from a history it lost), the
+// page says that some changes may have been missed, and goes on from the
+// position the welcome gives.
 "use strict";
 
 (() => {
@@ -12,15 +25,68 @@
   const statusLine = document.getElementById("status");
   const tokenUrl = list.dataset.tokenUrl;
   const loginUrl = list.dataset.loginUrl;
+  const adminUrl = list.dataset.adminUrl;
 
   const FIRST_DELAY = 4; // seconds; the first wait is 2 to 4 s at random
   const MAX_DELAY = 60; // the wait grows up to 30 to 60 s
   const STABLE = 30; // seconds connected after which the backoff starts over
   let attempt = 0;
 
+  // The last id received: of an event, a welcome or a position. Kept per tab:
+  // sessionStorage survives a reload but isn't shared with other tabs, each of
+  // which has a position of its own.
+  const STORED_ID = "notifications.lastId";
+  let lastId = load();
+
+  function load() {
+    try {
+      return window.sessionStorage.getItem(STORED_ID);
+    } catch (error) {
+      return null; // storage disabled: resume within this page's life only
+    }
+  }
+
+  function remember(id) {
+    if (typeof id !== "string") return;
+    lastId = id;
+    try {
+      window.sessionStorage.setItem(STORED_ID, id);
+    } catch (error) {
+      // storage full or disabled: the id in memory is enough until a reload
+    }
+  }
+
   function setStatus(state, text) {
     statusLine.dataset.state = state;
     statusLine.textContent = text;
+  }
+
+  // Said once per gap the server couldn't fill; stays until dismissed.
+  function showMissed() {
+    let notice = document.getElementById("missed");
+    if (notice === null) {
+      notice = document.createElement("p");
+      notice.id = "missed";
+      notice.setAttribute("role", "alert");
+      const link = document.createElement("a");
+      link.href = adminUrl;
+      link.textContent = "the admin";
+      const dismiss = document.createElement("button");
+      dismiss.type = "button";
+      dismiss.textContent = "Dismiss";
+      dismiss.addEventListener("click", () => {
+        notice.hidden = true;
+      });
+      notice.append(
+        "Some changes may have been missed while this page was disconnected. " +
+          "Check their current state in ",
+        link,
+        ". ",
+        dismiss,
+      );
+      statusLine.after(notice);
+    }
+    notice.hidden = false;
   }
 
   // "Equal jitter": half the delay is fixed, half random, so that clients
@@ -77,13 +143,25 @@
 
     const websocket = new WebSocket(grant.url);
     let openedAt = null;
+    let resumedFrom = null; // the last id sent, null on a first connection
     websocket.addEventListener("open", () => {
-      websocket.send(grant.token);
+      resumedFrom = lastId;
+      websocket.send(JSON.stringify({ token: grant.token, last_id: resumedFrom }));
       openedAt = Date.now();
-      setStatus("connected", "Connected: waiting for changes.");
     });
     websocket.addEventListener("message", (message) => {
-      show(JSON.parse(message.data));
+      const data = JSON.parse(message.data);
+      if (data.type === undefined) {
+        show(data);
+        remember(data.id);
+      } else if (data.type === "welcome") {
+        // Authenticated; replayed events, if any, come next.
+        remember(data.id);
+        if (data.recovered === false && resumedFrom !== null) showMissed();
+        setStatus("connected", "Connected: waiting for changes.");
+      } else if (data.type === "position") {
+        remember(data.id);
+      } // other control messages: not for this page
     });
     websocket.addEventListener("close", (close) => {
       if (openedAt !== null && Date.now() - openedAt > STABLE * 1000) attempt = 0;
