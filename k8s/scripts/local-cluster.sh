@@ -11,7 +11,8 @@
 # tests/e2e/compose-stack.sh answers them for compose), handy by hand too:
 #
 #   k8s/scripts/local-cluster.sh token USER | superuser | scale N
-#   k8s/scripts/local-cluster.sh broadcasters | metrics POD | restart POD | logs | down
+#   k8s/scripts/local-cluster.sh broadcasters | metrics POD | restart POD | kill POD
+#   k8s/scripts/local-cluster.sh redis restart|kill | relay-metrics | logs | down
 #
 # Environment (the Makefile sets them): KUBECTL, COMPOSE, APP_IMAGE,
 # SITE_PORT, WEBSOCKET_PORT; K8S_NAMESPACE (notifications), K8S_INGRESS_NAMESPACE
@@ -104,7 +105,7 @@ Push it to a registry they pull from and set it in an overlay of your own
 
 deploy() {
   local restart=()
-  for deployment in web broadcaster; do
+  for deployment in web relay broadcaster; do
     k get deployment "$deployment" >/dev/null 2>&1 && restart+=("deployment/$deployment")
   done
   # A Job's pods can't change: this release's migrations are a new Job.
@@ -113,7 +114,7 @@ deploy() {
   # Same tag, new image: replace the pods that run the previous one.
   ((${#restart[@]} == 0)) || k rollout restart "${restart[@]}"
   wait_for_migrations
-  for workload in statefulset/db statefulset/redis deployment/web deployment/broadcaster; do
+  for workload in statefulset/db statefulset/redis deployment/web deployment/relay deployment/broadcaster; do
     k rollout status "$workload" --timeout="$TIMEOUT"
   done
 }
@@ -220,7 +221,10 @@ run_suite() {
 
 # What the suite (or you) does to the running stack.
 
-_READ_METRICS="import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8888/metrics', timeout=10).read().decode())"
+# The metrics ports aren't exposed: read them from inside the pod.
+read_metrics() {
+  k exec "$1" -c "$2" -- python -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$3/metrics', timeout=10).read().decode())"
+}
 
 case ${1:-} in
   up)
@@ -269,13 +273,36 @@ case ${1:-} in
     ;;
   metrics)
     [[ -n ${2:-} ]] || die "usage: $0 metrics POD"
-    k exec "$2" -c broadcaster -- python -c "$_READ_METRICS"
+    read_metrics "$2" broadcaster 8888
     ;;
   restart)
     [[ -n ${2:-} ]] || die "usage: $0 restart POD"
     # Its Deployment replaces it; the pod drains as in a rollout.
     k delete pod "$2" --wait=true
     k rollout status deployment/broadcaster --timeout="$TIMEOUT"
+    ;;
+  kill)
+    [[ -n ${2:-} ]] || die "usage: $0 kill POD"
+    # As near SIGKILL as the API gets: the pod is gone at once, and the
+    # kubelet stops its container with the shortest grace it allows (about
+    # 2 s, spent in the preStop pause): no drain. The Deployment replaces it.
+    k delete pod "$2" --grace-period=0 --force --wait=false
+    ;;
+  redis)
+    case ${2:-} in
+      restart) k delete pod redis-0 --wait=true ;;
+      kill) k delete pod redis-0 --grace-period=0 --force --wait=true ;;
+      *) die "usage: $0 redis restart|kill" ;;
+    esac
+    # The StatefulSet starts redis-0 again, empty (it keeps no data).
+    deadline=$((SECONDS + ${TIMEOUT%s}))
+    until k exec redis-0 -c redis -- redis-cli ping 2>/dev/null | grep -qx PONG; do
+      ((SECONDS < deadline)) || die "redis doesn't answer $TIMEOUT after its $2"
+      sleep 1
+    done
+    ;;
+  relay-metrics)
+    read_metrics deployment/relay relay 8001
     ;;
   logs)
     tail=${TAIL:-200}
@@ -287,6 +314,7 @@ case ${1:-} in
     "$KUBECTL" delete --kustomize "$OVERLAY" --ignore-not-found
     ;;
   *)
-    die "usage: $0 up | test | token USER | superuser | scale N | broadcasters | metrics POD | restart POD | logs | down"
+    die "usage: $0 up | test | token USER | superuser | scale N | broadcasters | metrics POD" \
+      "| restart POD | kill POD | redis restart|kill | relay-metrics | logs | down"
     ;;
 esac

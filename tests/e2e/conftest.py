@@ -22,6 +22,7 @@ import pytest
 from websockets.sync.client import ClientConnection
 
 from .helpers import AdminSession, Person, authenticated
+from .resuming import ResumingClients
 from .stack import ROOT, Settings, Stack
 
 ARTIFACTS = ROOT / "artifacts"
@@ -153,3 +154,16 @@ class ClientSet:
     def open(self, person: Person, url: str) -> ClientConnection:
         """A client of ``person`` on ``url``, token sent (authentication may be pending)."""
         return self.exits.enter_context(authenticated(person, url))
+
+
+@pytest.fixture
+def resuming(stack: Stack) -> Iterator[ResumingClients]:
+    """Starts resuming clients, each in a thread of its own; stops them all
+    after the test (a test that restores the stack stops them before)."""
+    clients = ResumingClients()
+    try:
+        yield clients
+    finally:
+        clients.stop()
+    # Let the broadcasters forget them before the next test counts connections.
+    stack.wait_for_connections(0)

@@ -6,8 +6,12 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import os
 import re
 import secrets
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -25,6 +29,7 @@ HTTP_TIMEOUT = 30
 
 #: Fields every event has (the contract's, plus ``action``).
 EVENT_FIELDS = {
+    "id",
     "model",
     "object",
     "message",
@@ -90,6 +95,12 @@ class Person:
         assert response.status_code == 200, f"token for {self.username}: {response}"
         grant: dict[str, Any] = response.json()
         return grant
+
+    def new_session(self) -> Person:
+        """The same user logged in again, in a session of its own: one per
+        thread (a requests session is not meant to be shared between threads)."""
+        session = login(self.site_url, self.username, self.password)
+        return Person(self.username, self.password, session, self.site_url)
 
 
 @dataclasses.dataclass
@@ -264,3 +275,55 @@ def receive_until(
         if last(event):
             return events
         assert len(events) < limit, f"no end after {limit} events: {events}"
+
+
+class InteractiveClient:
+    """``python -m websockets URL``, websockets' interactive client, as the how-to uses it."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def type(self, line: str) -> None:
+        """Type ``line`` and Enter: the client sends it."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{line}\n")
+        self.process.stdin.flush()
+
+    def output(self) -> str:
+        """What it printed so far, terminal escapes removed."""
+        return re.sub(r"\x1b(?:\[[0-9;]*[A-Za-z]|[78])", "", "".join(self.lines))
+
+    def received(self) -> list[dict[str, Any]]:
+        """The messages it printed as received (``< …``), decoded."""
+        return [json.loads(line[2:]) for line in self.output().splitlines() if line[:2] == "< "]
+
+
+@contextlib.contextmanager
+def interactive_client(url: str) -> Iterator[InteractiveClient]:
+    """``python -m websockets URL`` running; at the end, Ctrl-D (its input closed)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "websockets", url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        yield InteractiveClient(process)
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

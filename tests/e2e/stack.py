@@ -13,6 +13,13 @@ stack goes through one program, the stack command, which answers these verbs:
     metrics ID         print that broadcaster's /metrics
     restart ID         restart that broadcaster, or replace it; return once
                        the stack has all its broadcasters ready again
+    kill ID            SIGKILL that broadcaster and return at once; it is
+                       started again, or replaced, by itself: the stack has
+                       all its broadcasters ready again eventually
+    redis restart      restart Redis gracefully; return once it answers
+    redis kill         SIGKILL Redis, then start it again; return once it
+                       answers (either way it comes back empty: it keeps no data)
+    relay-metrics      print the relay's /metrics
     logs               print every service's logs (TAIL lines each, or all)
 
 `tests/e2e/compose-stack.sh` answers them for compose with the Makefile's
@@ -169,6 +176,16 @@ def _stop_group(process: subprocess.Popen[str]) -> None:
             continue
 
 
+def _samples(text: str) -> dict[str, float]:
+    """The samples of a Prometheus text exposition: name{labels} → value."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
 @dataclasses.dataclass
 class Stack:
     """A running stack, its addresses, and the verbs of its stack command."""
@@ -272,17 +289,25 @@ class Stack:
     def restart(self, broadcaster: str) -> None:
         self.run("restart", broadcaster)
 
+    def kill(self, broadcaster: str) -> None:
+        """SIGKILL ``broadcaster``; returns at once, without waiting for its
+        replacement (compose: the same container started again; Kubernetes: a
+        new pod), which becomes ready by itself."""
+        self.run("kill", broadcaster)
+
+    def redis(self, action: str) -> None:
+        """Restart Redis gracefully (``restart``), or SIGKILL it and start it
+        again (``kill``); returns once it answers. It comes back empty."""
+        self.run("redis", action)
+
     def broadcaster_ids(self) -> list[str]:
         return self.run("broadcasters", timeout=120).stdout.split()
 
     def metrics(self, broadcaster: str) -> dict[str, float]:
-        text = self.run("metrics", broadcaster, timeout=120).stdout
-        samples = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                samples[name] = float(value)
-        return samples
+        return _samples(self.run("metrics", broadcaster, timeout=120).stdout)
+
+    def relay_metrics(self) -> dict[str, float]:
+        return _samples(self.run("relay-metrics", timeout=120).stdout)
 
     # Connections, as the broadcasters count them.
 
