@@ -10,18 +10,24 @@ import dataclasses
 from collections.abc import Iterator
 
 from shared.eventlog import ORIGIN, Position, Retention, event_id, parse_event_id
+from shared.events import AccessChange
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Entry:
-    """One event of the log, ready to send."""
+    """One entry of the log: an event ready to send, or an access change."""
 
     position: Position
     #: Who may see it: the event's content type; ``None`` for an entry that
-    #: isn't a valid event, which nobody receives but still takes its place.
+    #: isn't an event (an access change, or invalid), which nobody receives
+    #: but still takes its place.
     content_type_id: int | None
     #: The message as clients receive it (JSON text, with its ``id``).
     message: bytes
+    #: The access change this entry announces, if it is one.
+    access: AccessChange | None = None
+    #: The history it belongs to; ``None`` if not known (an invalid entry).
+    epoch: str | None = None
 
 
 class History:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 import time
@@ -22,7 +21,7 @@ from shared.eventlog import (
     Retention,
     parse_event_id,
 )
-from shared.events import Event, InvalidEvent
+from shared.events import AccessChange, InvalidEvent, decode_entry
 
 from .history import Entry, History
 from .metrics import Metrics
@@ -140,72 +139,59 @@ class EventLogReader:
         # before the declared one's: they are no one's position any more.
         declared = epoch.decode()
         loaded = _entries([[STREAM, entries]])
-        current = [(p, d) for p, d in loaded if d.epoch in (declared, None)]
+        current = [entry for entry in loaded if entry.epoch in (declared, None)]
         self.history = History(declared, ORIGIN, from_origin=from_origin and current == loaded)
         self._accept(current, announce=False)
         self.history.head = max(self.history.head, head)
         logger.info("event=log_loaded events=%d head=%s", len(self.history), self.history.head_id)
 
-    def _accept(self, entries: list[tuple[Position, _Decoded]], *, announce: bool = True) -> None:
+    def _accept(self, entries: list[Entry], *, announce: bool = True) -> None:
         """Add entries to the history and hand them on (unless loading)."""
         if not entries:
             return
         assert self.history is not None
-        accepted = []
-        for position, decoded in entries:
-            if decoded.epoch is not None and decoded.epoch != self.history.epoch:
-                logger.warning(
-                    "event=new_history epoch=%s was=%s", decoded.epoch, self.history.epoch
-                )
-                self.history = History(decoded.epoch, position.preceding(), from_origin=False)
-            entry = Entry(position, decoded.content_type_id, decoded.message)
+        for entry in entries:
+            if entry.epoch is not None and entry.epoch != self.history.epoch:
+                logger.warning("event=new_history epoch=%s was=%s", entry.epoch, self.history.epoch)
+                self.history = History(entry.epoch, entry.position.preceding(), from_origin=False)
             self.history.append(entry)
-            if decoded.content_type_id is None:
-                self.metrics.events_invalid += 1
-            else:
+            if entry.content_type_id is not None:
                 self.metrics.events_received += 1
-                accepted.append(entry)
+            elif entry.access is None:
+                self.metrics.events_invalid += 1
         self._advanced.set()
         self._advanced = asyncio.Event()
         if announce:
             try:
-                self.on_entries(accepted)
+                self.on_entries(entries)
             except Exception:  # a bug must not stop the next events
                 logger.exception("event=handler_error")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Decoded:
-    """What a stream entry says; ``content_type_id`` is ``None`` if it's not an event."""
-
-    content_type_id: int | None
-    epoch: str | None
-    message: bytes
-
-
-def _entries(reply: Any) -> list[tuple[Position, _Decoded]]:
+def _entries(reply: Any) -> list[Entry]:
     """Decode XREAD's or XRANGE's reply; entries that aren't events are kept as such.
 
     Even an invalid entry moves the head, so that it is read only once.
     """
-    decoded = []
-    for _stream, entries in reply or ():
-        for stream_id, fields in entries:
-            position = Position.parse(stream_id)
-            decoded.append((position, _decode(position, fields)))
-    return decoded
+    return [
+        _decode(Position.parse(stream_id), fields)
+        for _stream, entries in reply or ()
+        for stream_id, fields in entries
+    ]
 
 
-def _decode(position: Position, fields: dict[bytes, bytes]) -> _Decoded:
+def _decode(position: Position, fields: dict[bytes, bytes]) -> Entry:
     message = fields.get(MESSAGE_FIELD.encode(), b"")
     try:
-        event = Event.decode(message)
-        parsed = parse_event_id(event.id)
+        decoded = decode_entry(message)
+        parsed = parse_event_id(decoded.id)
         if parsed is None or parsed[1] != position:
-            raise InvalidEvent(f"id {event.id!r} is not its place in the log")
+            raise InvalidEvent(f"id {decoded.id!r} is not its place in the log")
     except InvalidEvent as exc:
         logger.warning(
             "event=bad_entry id=%s error=%r message=%r", position, str(exc), message[:200]
         )
-        return _Decoded(None, None, message)
-    return _Decoded(event.content_type_id, parsed[0], message)
+        return Entry(position, None, message)
+    if isinstance(decoded, AccessChange):
+        return Entry(position, None, b"", access=decoded, epoch=parsed[0])
+    return Entry(position, decoded.content_type_id, message, epoch=parsed[0])

@@ -22,6 +22,10 @@ class Metrics:
     redis_reconnects: int = 0
     connections_refused: int = 0
     events_replayed: int = 0
+    access_revoked: int = 0
+    access_recomputes: int = 0
+    access_users_recomputed: int = 0
+    clients_sending: int = 0
     positions_sent: int = 0
     resumes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     auth_failures: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -92,6 +96,30 @@ class Metrics:
                 "counter",
                 "Position messages sent to resuming clients.",
                 {"": self.positions_sent},
+            ),
+            (
+                "access_revoked_total",
+                "counter",
+                "Connections closed because their user's access was revoked.",
+                {"": self.access_revoked},
+            ),
+            (
+                "access_recomputes_total",
+                "counter",
+                "Batches of users whose permissions were read again (4 queries each).",
+                {"": self.access_recomputes},
+            ),
+            (
+                "access_users_recomputed_total",
+                "counter",
+                "Users whose permissions were read again after an access change.",
+                {"": self.access_users_recomputed},
+            ),
+            (
+                "clients_sending_total",
+                "counter",
+                "Clients closed for sending messages after their first one.",
+                {"": self.clients_sending},
             ),
             (
                 "slow_clients_dropped_total",

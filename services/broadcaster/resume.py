@@ -14,12 +14,10 @@ import json
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
-from websockets.frames import CloseCode
 
-from shared.eventlog import event_id
+from shared.eventlog import Position, event_id
 
 from .auth import Identity
-from .history import Entry
 from .metrics import Metrics
 
 if TYPE_CHECKING:  # they send control messages built here
@@ -73,21 +71,22 @@ async def resume(
     identity: Identity,
     last_id: object,
     *,
+    seen: Position,
     log: EventLogReader,
     fanout: Fanout,
     metrics: Metrics,
 ) -> bool:
     """Welcome a resuming client, send what it missed, then register it.
 
-    Returns whether it is registered. Replays come from the history in
-    memory. The last check that the client has caught up and its
-    registration happen with no ``await`` between them, so no event can
-    fall into the gap, and none is sent twice.
+    ``seen`` is the log's head when the client's permissions were read:
+    without a last id it can honour, the client's stream starts there.
+    Returns whether it is registered.
     """
     history = log.history
     assert history is not None  # connections are refused before it's loaded
     asked = None if last_id is None else history.position_of(last_id)
     if asked is not None and asked > history.head:
+        # It came from a replica that read the log a moment sooner.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(AHEAD_WAIT):
                 await log.wait_for(asked)
@@ -96,28 +95,6 @@ async def resume(
     recovered = asked is not None and history.honours(asked)
     if last_id is not None:
         metrics.resumes["recovered" if recovered else "not_recovered"] += 1
-    at = asked if recovered and asked is not None else history.head
+    at = asked if recovered and asked is not None else seen
     await websocket.send(welcome(event_id(history.epoch, at), recovered=recovered))
-
-    while True:
-        history = log.history
-        assert history is not None
-        if not history.honours(at):  # overtaken while sending, or a new history
-            await websocket.close(CloseCode.TRY_AGAIN_LATER, "history moved, resume again")
-            return False
-        missed = list(history.after(at))
-        if not missed:
-            break
-        for entry in missed:
-            at = entry.position
-            if _may_see(identity.content_types, entry):
-                await websocket.send(entry.message, text=True)
-                metrics.events_replayed += 1
-    fanout.add(websocket, identity.content_types, resuming=True)
-    return True
-
-
-def _may_see(content_types: frozenset[int] | None, entry: Entry) -> bool:
-    if entry.content_type_id is None:
-        return False
-    return content_types is None or entry.content_type_id in content_types
+    return await fanout.follow(websocket, identity, at, resuming=True)

@@ -25,7 +25,7 @@ from websockets.typing import Origin
 
 from shared import prometheus
 
-from .auth import Identity, identify
+from .auth import Identity, access_of, identify
 from .config import Config
 from .fanout import Fanout, client_address
 from .log import EventLogReader
@@ -47,13 +47,18 @@ class Broadcaster:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.fanout = Fanout(metrics=self.metrics, slow_client_buffer=config.slow_client_buffer)
         self.log = EventLogReader(
             config.redis_url,
-            self.fanout.on_entries,
+            lambda entries: self.fanout.on_entries(entries),
             metrics=self.metrics,
             retention=config.retention,
             check_interval=config.redis_check_interval,
+        )
+        self.fanout = Fanout(
+            log=self.log,
+            metrics=self.metrics,
+            slow_client_buffer=config.slow_client_buffer,
+            access_of=access_of,
         )
         self.pending = 0
         self.draining = False
@@ -99,6 +104,10 @@ class Broadcaster:
 
     async def handler(self, websocket: ServerConnection) -> None:
         """Authenticate the client, resume it if asked, keep it registered until it leaves."""
+        assert self.log.history is not None  # process_request refuses connections before
+        # Events and access changes after this position are applied to the
+        # client whatever its permissions read below saw.
+        seen = self.log.history.head
         self.pending += 1
         try:
             authenticated = await self.authenticate(websocket)
@@ -110,18 +119,19 @@ class Broadcaster:
 
         try:
             if hello.resuming:
-                resumed = await resume(
+                followed = await resume(
                     websocket,
                     identity,
                     hello.last_id,
+                    seen=seen,
                     log=self.log,
                     fanout=self.fanout,
                     metrics=self.metrics,
                 )
-                if not resumed:
-                    return
             else:
-                self.fanout.add(websocket, identity.content_types, resuming=False)
+                followed = await self.fanout.follow(websocket, identity, seen, resuming=False)
+            if not followed:
+                return
             self.metrics.connections_opened += 1
             logger.info(
                 "event=connect user=%s remote=%s content_types=%s resuming=%s",
@@ -130,10 +140,13 @@ class Broadcaster:
                 "all" if identity.content_types is None else len(identity.content_types),
                 hello.resuming,
             )
-            # Clients have nothing to say; reading keeps the connection
-            # responsive to pings and notices when it closes.
+            # Clients have nothing to say after the first message: one that
+            # keeps sending would make this process read and drop it forever.
             async for _ in websocket:
-                pass
+                self.metrics.clients_sending += 1
+                logger.warning("event=client_sent remote=%s", client_address(websocket))
+                await websocket.close(CloseCode.POLICY_VIOLATION, "clients send nothing")
+                break
         except ConnectionClosed:
             pass
         finally:

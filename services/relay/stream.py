@@ -24,14 +24,15 @@ def head(client: redis.Redis) -> Position | None:
     return Position.parse(info["last-generated-id"])
 
 
-def message(epoch: str, row: Row) -> str:
-    """The event as clients receive it: the outbox's JSON, with its ``id``.
+def message(epoch: str, row: Row) -> tuple[str, bool]:
+    """The entry as the log holds it: the outbox's JSON, with its ``id``; and
+    whether it is an event (what clients receive), not an access change.
 
     Fields the relay doesn't know are kept: a newer web may add some.
     """
-    return json.dumps(
-        {**json.loads(row.payload), "id": event_id(epoch, row.position)}, ensure_ascii=False
-    )
+    data = json.loads(row.payload)
+    text = json.dumps({**data, "id": event_id(epoch, row.position)}, ensure_ascii=False)
+    return text, not (isinstance(data, dict) and "access" in data)
 
 
 def append(
@@ -39,16 +40,18 @@ def append(
 ) -> None:
     """Add ``rows``, whose positions follow the stream's head, and publish them.
 
-    Each is also published on the how-to's Pub/Sub channel. The stream is
+    Each event is also published on the how-to's Pub/Sub channel (access
+    changes are for the broadcasters only). The stream is
     trimmed to the retention window as it grows (approximately: Redis trims
     whole blocks, so a little more is kept, never less).
     """
     pipeline = client.pipeline(transaction=False)
     minid = str(retention.cutoff(now_ms))
     for row in rows:
-        text = message(epoch, row)
+        text, is_event = message(epoch, row)
         pipeline.xadd(STREAM, {MESSAGE_FIELD: text}, id=str(row.position), minid=minid)
-        pipeline.publish(CHANNEL, text)
+        if is_event:
+            pipeline.publish(CHANNEL, text)
     pipeline.xtrim(STREAM, maxlen=retention.max_events, approximate=True)
     pipeline.execute()
 
@@ -65,7 +68,7 @@ def refill(
     """
     pipeline = client.pipeline(transaction=True)
     for row in rows:
-        pipeline.xadd(STREAM, {MESSAGE_FIELD: message(epoch, row)}, id=str(row.position))
+        pipeline.xadd(STREAM, {MESSAGE_FIELD: message(epoch, row)[0]}, id=str(row.position))
     pipeline.execute_command(  # type: ignore[no-untyped-call]
         "XSETID", STREAM, str(rows[-1].position), "ENTRIESADDED", len(rows) + 1
     )

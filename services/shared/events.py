@@ -69,10 +69,11 @@ class Event:
             InvalidEvent: if ``payload`` isn't a JSON object with every field
                 of the expected type.
         """
-        try:
-            data: Any = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidEvent(f"not JSON: {exc}") from None
+        return cls.from_json(_parse(payload))
+
+    @classmethod
+    def from_json(cls, data: Any) -> Event:
+        """Build an event from parsed JSON; raises :exc:`InvalidEvent` as :meth:`decode`."""
         if not isinstance(data, dict):
             raise InvalidEvent("not a JSON object")
         values = {}
@@ -86,6 +87,64 @@ class Event:
                 raise InvalidEvent(f"wrong type for field: {field.name}")
             values[field.name] = value
         return cls(**values)
+
+
+#: :attr:`AccessChange.access`: close those users' connections.
+REVOKED = "revoked"
+#: :attr:`AccessChange.access`: recompute what those users may see.
+CHANGED = "changed"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class AccessChange:
+    """Some users' access changed. In the log with the events; never sent to clients.
+
+    Broadcasters close the connections of users whose access is
+    :data:`REVOKED` (deactivated, deleted, password changed) and recompute
+    what the others may see (:data:`CHANGED`), before any later event.
+    """
+
+    access: str
+    #: Primary keys of the users concerned.
+    users: tuple[int, ...]
+    #: Place in the event log, as for :class:`Event`.
+    id: str | None = None
+
+    def encode(self) -> bytes:
+        """Serialize to JSON text (an object with an ``access`` field)."""
+        return json.dumps({"access": self.access, "users": list(self.users)}).encode()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AccessChange:
+        """Build an access change from parsed JSON; raises :exc:`InvalidEvent`."""
+        users = data.get("users")
+        if data.get("access") not in (REVOKED, CHANGED):
+            raise InvalidEvent("unknown access change")
+        if not isinstance(users, list) or not all(_has_type(u, "int") for u in users):
+            raise InvalidEvent("users must be a list of integers")
+        id_ = data.get("id")
+        if not _has_type(id_, "str | None"):
+            raise InvalidEvent("wrong type for field: id")
+        return cls(access=data["access"], users=tuple(users), id=id_)
+
+
+def decode_entry(payload: bytes | str) -> Event | AccessChange:
+    """Parse an entry of the log: an event, or an access change.
+
+    Raises:
+        InvalidEvent: if it is neither.
+    """
+    data = _parse(payload)
+    if isinstance(data, dict) and "access" in data:
+        return AccessChange.from_json(data)
+    return Event.from_json(data)
+
+
+def _parse(payload: bytes | str) -> Any:
+    try:
+        return json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from None
 
 
 def _has_type(value: object, annotation: object) -> bool:

@@ -9,6 +9,7 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Real-time notifications"
 
     def ready(self) -> None:
-        from . import publishing
+        from . import access, publishing
 
         publishing.connect()
+        access.connect()

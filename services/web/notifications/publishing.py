@@ -27,7 +27,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
 from django.db.models.signals import post_save
 
-from shared.events import Event
+from shared.events import AccessChange, Event
 
 from .models import OutboxEvent
 
@@ -82,7 +82,7 @@ def event_for(entry: LogEntry) -> Event | None:
     )
 
 
-def publish(*events: Event) -> None:
+def publish(*events: Event | AccessChange) -> None:
     """Write ``events`` to the outbox in the current transaction.
 
     They are announced if and when it commits: the relay, woken by NOTIFY
