@@ -88,6 +88,8 @@ class Person:
     password: str
     session: requests.Session
     site_url: str
+    #: Primary key of the user, when the test made it.
+    pk: str = ""
 
     def token(self) -> dict[str, Any]:
         """``GET /api/token/``: ``{"token", "url", "expires_in"}``."""
@@ -198,7 +200,12 @@ class AdminSession(Person):
         password = new_password()
         pk = self.add_user(username, password)
         self.grant(pk, *permissions)
-        return Person(username, password, login(self.site_url, username, password), self.site_url)
+        session = login(self.site_url, username, password)
+        return Person(username, password, session, self.site_url, pk)
+
+    def deactivate(self, user_pk: str) -> None:
+        """Untick "Active" on the user's change form and save."""
+        self.change("auth/user", user_pk, {}, update=lambda form: form.set("is_active"))
 
 
 def new_password() -> str:

@@ -3,6 +3,7 @@ where it was after a disconnection, or says that it could not."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,6 +198,29 @@ def test_live_page_resumes_after_leaving_and_says_when_it_cannot(
         expect(latest).to_contain_text(after, timeout=WAIT * 1000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=ARTIFACTS / "live-page-missed.png", full_page=True)
+    finally:
+        context.close()
+        stack.wait_for_connections(0)
+
+
+def test_live_page_says_signed_out_when_access_is_revoked(
+    stack: Stack, admin: AdminSession, make_person: PersonFactory, browser: Browser
+) -> None:
+    """The administrator deactivates a user whose live page is open, through
+    the admin's user form: the page's connection is closed with 1008 "access
+    revoked", its one token request is refused (the session went with the
+    user), and it says the user is signed out instead of retrying."""
+    viewer = make_person("viewer", VIEW_GROUP)
+    context = browser.new_context()
+    try:
+        page = open_live_page(context, stack, viewer)
+        page.evaluate(RECORD_STATUS)
+        admin.deactivate(viewer.pk)
+        status = page.locator('#status[data-state="signed-out"]')
+        expect(status).to_contain_text("Signed out", timeout=WAIT * 1000)
+        expect(status.get_by_role("link")).to_have_attribute("href", re.compile("/admin/login/"))
+        states = [s["state"] for s in page.evaluate("() => window.statusLog")]
+        assert "waiting" not in states, states  # asked once, at once: no backoff
     finally:
         context.close()
         stack.wait_for_connections(0)

@@ -11,6 +11,11 @@
 // got, in memory and in sessionStorage (so that reloading the tab resumes too),
 // and never parses it.
 //
+// Closed with 1008 "access revoked" (the user was deactivated or deleted, or
+// the password changed), the page asks for a token at once: the session is
+// then usually gone, and the page says the user is signed out, instead of
+// retrying forever. So does any token request answered 401 or 403.
+//
 // When the connection drops, wait a jittered, growing delay, fetch a new token
 // (the old one has expired) and reconnect with the last id: the server replays
 // what came after it ("recovered": true). When it can't ("recovered": false:
@@ -31,6 +36,7 @@
   const MAX_DELAY = 60; // the wait grows up to 30 to 60 s
   const STABLE = 30; // seconds connected after which the backoff starts over
   let attempt = 0;
+  let revoked = false; // access was revoked once: the next time, back off as usual
 
   // The last id received: of an event, a welcome or a position. Kept per tab:
   // sessionStorage survives a reload but isn't shared with other tabs, each of
@@ -118,10 +124,18 @@
     empty.hidden = true;
   }
 
+  function signedOut() {
+    setStatus("signed-out", "Signed out. ");
+    const link = document.createElement("a");
+    link.href = loginUrl;
+    link.textContent = "Log in again";
+    statusLine.append(link, " to see changes.");
+  }
+
   async function fetchToken() {
     const response = await fetch(tokenUrl, { credentials: "same-origin", cache: "no-store" });
     if (response.status === 401 || response.status === 403) {
-      window.location.assign(loginUrl); // the session has ended
+      signedOut(); // the session has ended: retrying can't help
       return null;
     }
     if (!response.ok) {
@@ -165,6 +179,13 @@
     });
     websocket.addEventListener("close", (close) => {
       if (openedAt !== null && Date.now() - openedAt > STABLE * 1000) attempt = 0;
+      if (close.code === 1008 && close.reason === "access revoked" && !revoked) {
+        // Deactivated, deleted, or the password changed: the session is
+        // likely gone too. Ask for a token once, now: signed out, or back.
+        revoked = true;
+        connect();
+        return;
+      }
       const why = close.reason ? `${close.code} ${close.reason}` : `${close.code}`;
       reconnectLater(`Disconnected (${why}).`);
     });
