@@ -36,11 +36,6 @@ from .helpers import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def broadcaster(start_broadcaster: Callable[..., BroadcasterProcess]) -> BroadcasterProcess:
-    return start_broadcaster()
-
-
 def permission(codename: str) -> Permission:
     return Permission.objects.get(codename=codename)
 

@@ -50,11 +50,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def broadcaster(start_broadcaster: Callable[..., BroadcasterProcess]) -> BroadcasterProcess:
-    return start_broadcaster()
-
-
-@pytest.fixture
 def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_server.url)
     yield client
