@@ -87,7 +87,7 @@ class Fanout:
             history = self.log.history
             assert history is not None
             if not history.honours(at):  # overtaken while sending, or a new history
-                self._close(websocket, CloseCode.TRY_AGAIN_LATER, "history moved, resume again")
+                await self._end(websocket, CloseCode.TRY_AGAIN_LATER, "history moved, resume again")
                 return False
             missed = list(history.after(at))
             if not missed:
@@ -175,18 +175,21 @@ class Fanout:
             await self.follow(websocket, identity, at, resuming=resuming)
 
     async def _apply(self, websocket: ServerConnection, client: Client, access: str) -> bool:
-        """Apply an access change met while catching up; whether the client stays."""
-        if access == REVOKED:
-            self._revoke(websocket)
-            return False
+        """Apply an access change met while catching up; whether the client stays.
+
+        Closes are awaited here, not left to a task: the caller may be the
+        connection's handler, whose return would close with 1000 first.
+        """
         user = client.identity.user_id
-        try:
-            recomputed = await self._access({user})
-        except DatabaseError:
-            self._close(websocket, CloseCode.TRY_AGAIN_LATER, "database unavailable")
-            return False
-        if user not in recomputed:
-            self._revoke(websocket)
+        if access != REVOKED:
+            try:
+                recomputed = await self._access({user})
+            except DatabaseError:
+                await self._end(websocket, CloseCode.TRY_AGAIN_LATER, "database unavailable")
+                return False
+        if access == REVOKED or user not in recomputed:
+            self.metrics.access_revoked += 1
+            await self._end(websocket, CloseCode.POLICY_VIOLATION, "access revoked")
             return False
         client.identity = dataclasses.replace(client.identity, content_types=recomputed[user])
         return True
@@ -203,6 +206,10 @@ class Fanout:
     def _close(self, websocket: ServerConnection, code: CloseCode, reason: str) -> None:
         self.forget(websocket)
         self.close(websocket, code, reason)
+
+    async def _end(self, websocket: ServerConnection, code: CloseCode, reason: str) -> None:
+        self.forget(websocket)
+        await websocket.close(code, reason)
 
     def tell_position(self, history: History, connections: Iterable[ServerConnection]) -> None:
         """Send the log's position to those of ``connections`` that resume."""

@@ -20,6 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from broadcaster.auth import access_of
 from testing import BroadcasterProcess, wait_until
+from web.notifications.access import announce
 from web.notifications.publishing import publish
 from web.notifications.tokens import token_for
 
@@ -249,3 +250,26 @@ def test_a_client_that_stops_reading_is_cut(
     assert (info.value.rcvd.code, info.value.rcvd.reason) == (1008, "too slow")
     assert received < 4000
     assert "event=slow_client" in broadcaster.output()
+
+
+def test_access_changes_met_while_catching_up_apply_too(broadcaster: BroadcasterProcess) -> None:
+    """A client resuming from before an access change meets it in its replay:
+    a revocation closes it with 1008 (not the 1000 of a handler that returned),
+    a permission change is recomputed before the next replayed event."""
+    alice = user("alice", "auth.view_group", "auth.view_user")
+    with resuming(broadcaster, token_for(alice)) as (client, _):
+        publish(event_for(Group, "seen"))
+        last_id = receive_message(client)["id"]
+    announce([alice.pk])  # by hand, as after a QuerySet.update()
+    publish(event_for(Group, "after the change"))
+    before = broadcaster.metrics()["broadcaster_access_recomputes_total"]
+    with resuming(broadcaster, token_for(alice), last_id) as (client, welcome):
+        assert welcome["recovered"] is True
+        assert objects_until(client, "after the change") == ["after the change"]
+    assert broadcaster.metrics()["broadcaster_access_recomputes_total"] == before + 1
+
+    announce([alice.pk], revoked=True)  # alice may still get tokens: only the log says so
+    with resuming(broadcaster, token_for(alice), last_id) as (client, welcome):
+        assert welcome["recovered"] is True
+        assert receive_message(client)["object"] == "after the change"  # before the revocation
+        assert closed(client) == (1008, "access revoked")
