@@ -61,8 +61,15 @@ def _form_errors(html: str) -> list[str]:
 
 
 def login(site_url: str, username: str, password: str) -> requests.Session:
-    """Log in through the admin's login form; return the session."""
+    """Log in through the admin's login form; return the session.
+
+    Each request gets a connection of its own: a session that sat idle while
+    the test did something else would otherwise reuse a keep-alive
+    connection the edge may be closing that very moment, and a POST isn't
+    retried (RemoteDisconnected).
+    """
     session = requests.Session()
+    session.headers["Connection"] = "close"
     page = session.get(f"{site_url}/admin/login/", timeout=HTTP_TIMEOUT)
     _check_page(page)
     form = find_form(page.text, "login-form")
