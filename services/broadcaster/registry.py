@@ -56,5 +56,8 @@ class Registry(Generic[C]):
     def __len__(self) -> int:
         return len(self._content_types)
 
+    def __contains__(self, connection: object) -> bool:
+        return connection in self._content_types
+
     def __iter__(self) -> Iterator[C]:
         return iter(list(self._content_types))

@@ -41,3 +41,12 @@ def test_iterating_allows_removal() -> None:
     for name in registry:
         registry.remove(name)
     assert len(registry) == 0
+
+
+def test_membership_is_a_lookup() -> None:
+    registry: Registry[str] = Registry()
+    registry.add("a", None)
+    registry.add("b", frozenset({1}))
+    assert "a" in registry and "b" in registry
+    registry.remove("b")
+    assert "b" not in registry
