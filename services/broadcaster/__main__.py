@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 
-import django
+from shared.program import start
 
-from shared.environment import ConfigurationError
+from .config import Config
 
 
 def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "web.settings.production")
-    try:
-        django.setup()  # also configures logging from the settings
-        from .config import Config
-
-        config = Config.from_env()
-    except ConfigurationError as exc:
-        sys.exit(f"broadcaster: configuration error: {exc}")
+    config = start("broadcaster", Config.from_env)
     # websockets logs each failed handshake (port scans, probes without
     # Upgrade) at INFO; our own lines say what matters.
     logging.getLogger("websockets").setLevel(logging.WARNING)

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import sys
 import threading
 
-import django
+from shared.program import start
 
-from shared.environment import ConfigurationError
+from .config import Config
 
 logger = logging.getLogger("relay")
 
 
 def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "web.settings.production")
-    try:
-        django.setup()  # also configures logging from the settings
-        from .config import Config
-
-        config = Config.from_env()
-    except ConfigurationError as exc:
-        sys.exit(f"relay: configuration error: {exc}")
+    config = start("relay", Config.from_env)
 
     from . import health
     from .relay import Relay

@@ -35,7 +35,7 @@ def metrics() -> HttpResponse:
             Family(
                 "web_events_published_total",
                 "counter",
-                "Events committed to the outbox by this worker.",
+                "Log entries (events and access changes) committed to the outbox by this worker.",
                 {worker: counters.published},
             ),
         ]
