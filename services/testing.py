@@ -57,6 +57,15 @@ def http_status(url: str) -> int | None:
         return None
 
 
+def http_get(url: str) -> tuple[int, str, str]:
+    """GET ``url``; return the status, body and Content-Type."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+            return response.status, response.read().decode(), response.headers["Content-Type"]
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), exc.headers["Content-Type"]
+
+
 def find_program(name: str) -> str:
     """Find a server program on PATH or in Debian's PostgreSQL directories."""
     found = shutil.which(name) or next(
@@ -69,6 +78,55 @@ def find_program(name: str) -> str:
             returncode=3,
         )
     return found
+
+
+class CertificateAuthority:
+    """A throwaway certificate authority in ``directory``, made with the openssl CLI.
+
+    :meth:`issue` signs server certificates for ``localhost`` and ``127.0.0.1``;
+    clients trust them with :attr:`certificate` as their CA file.
+    """
+
+    def __init__(self, directory: Path, name: str = "ca") -> None:
+        self.directory = directory
+        self.name = name
+        self.certificate = directory / f"{name}.crt"
+        self.key = directory / f"{name}.key"
+        self._openssl(
+            "req", "-x509", "-days", "2", "-subj", f"/CN=Test CA {name}",
+            "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(self.key), "-out", str(self.certificate),
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        )  # fmt: skip
+
+    def issue(self, name: str) -> tuple[Path, Path]:
+        """Sign a server certificate; return the paths of it and of its key."""
+        certificate, key = self.directory / f"{name}.crt", self.directory / f"{name}.key"
+        request, extensions = self.directory / f"{name}.csr", self.directory / f"{name}.ext"
+        extensions.write_text(
+            "subjectAltName = DNS:localhost, IP:127.0.0.1\n"
+            "basicConstraints = critical, CA:FALSE\n"
+            "keyUsage = critical, digitalSignature\n"
+            "extendedKeyUsage = serverAuth\n"
+            "subjectKeyIdentifier = hash\n"
+            "authorityKeyIdentifier = keyid\n"
+        )
+        self._openssl(
+            "req", "-subj", "/CN=localhost", "-newkey", "ec",
+            "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(key), "-out", str(request),
+        )  # fmt: skip
+        self._openssl(
+            "x509", "-req", "-days", "2", "-in", str(request),
+            "-CA", str(self.certificate), "-CAkey", str(self.key), "-CAcreateserial",
+            "-extfile", str(extensions), "-out", str(certificate),
+        )  # fmt: skip
+        return certificate, key
+
+    @staticmethod
+    def _openssl(*args: str) -> None:
+        subprocess.run([find_program("openssl"), *args], check=True, capture_output=True)
 
 
 class PostgresServer:
@@ -192,13 +250,16 @@ class RedisServer:
 class ServiceProcess:
     """``python -m <module>`` in a subprocess, as in production, on a free port."""
 
-    #: The program's module, and the prefix of its HOST and PORT variables.
+    #: The program's module, and the prefix of its HOST, PORT and METRICS_PORT variables.
     module = ""
     prefix = ""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
         self.http = f"http://127.0.0.1:{self.port}"
+        # A port of its own, so that processes started together don't all try 9000.
+        self.metrics_port = free_port()
+        self.metrics_http = f"http://127.0.0.1:{self.metrics_port}"
         self.log = tempfile.NamedTemporaryFile(prefix=f"{self.module}-", suffix=".log")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module],
@@ -209,6 +270,7 @@ class ServiceProcess:
                 **env,
                 f"{self.prefix}_HOST": "127.0.0.1",
                 f"{self.prefix}_PORT": str(self.port),
+                f"{self.prefix}_METRICS_PORT": str(self.metrics_port),
             },
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -225,9 +287,9 @@ class ServiceProcess:
         wait_until(ready, f"{self.module} to be ready")
 
     def metrics(self) -> dict[str, float]:
-        """Parse /metrics into ``{'name{labels}': value}``."""
-        with urllib.request.urlopen(f"{self.http}/metrics", timeout=5) as response:  # noqa: S310
-            text = response.read().decode()
+        """Parse the metrics port's /metrics into ``{'name{labels}': value}``."""
+        status, text, _ = http_get(f"{self.metrics_http}/metrics")
+        assert status == 200, (status, text)
         samples = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):

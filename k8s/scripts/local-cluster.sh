@@ -2,8 +2,9 @@
 # The local overlay on a cluster of your own (kind, k3d, minikube, Docker
 # Desktop...), the one of kubectl's current context. Run through make:
 #
-#   make k8s-up     build and load the app image, apply k8s/overlays/local,
-#                   wait for the rollout, port-forward until Ctrl-C
+#   make k8s-up     build and load the app image, apply k8s/namespace and
+#                   k8s/overlays/local (with APP_IMAGE), wait for the
+#                   rollout, port-forward until Ctrl-C
 #   make k8s-test   the same without the wait, then the end-to-end suite
 #                   against the forwarded ports
 #
@@ -12,23 +13,30 @@
 #
 #   k8s/scripts/local-cluster.sh token USER | superuser | scale N
 #   k8s/scripts/local-cluster.sh broadcasters | metrics POD | restart POD | kill POD
-#   k8s/scripts/local-cluster.sh redis restart|kill | relay-metrics | logs | down
+#   k8s/scripts/local-cluster.sh redis restart|kill | relay-metrics | web-metrics
+#   k8s/scripts/local-cluster.sh logs | down
 #
-# Environment (the Makefile sets them): KUBECTL, COMPOSE, APP_IMAGE,
-# SITE_PORT, WEBSOCKET_PORT; K8S_NAMESPACE (notifications), K8S_INGRESS_NAMESPACE
-# and K8S_INGRESS_SERVICE (ingress-nginx, ingress-nginx-controller).
+# Environment (the Makefile sets them): KUBECTL, COMPOSE, APP_IMAGE (the
+# image to build, load and run; compose's name by default), SITE_PORT,
+# WEBSOCKET_PORT; K8S_NAMESPACE (notifications), K8S_INGRESS_NAMESPACE and
+# K8S_INGRESS_SERVICE (ingress-nginx, ingress-nginx-controller).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 KUBECTL=${KUBECTL:-kubectl}
 COMPOSE=${COMPOSE:-docker compose}
-APP_IMAGE=${APP_IMAGE:-django-realtime-notifications/app:dev}
+# The image the manifests name (compose's), and the one to run instead.
+MANIFEST_IMAGE=django-realtime-notifications/app:dev
+APP_IMAGE=${APP_IMAGE:-$MANIFEST_IMAGE}
 SITE_PORT=${SITE_PORT:-8000}
 WEBSOCKET_PORT=${WEBSOCKET_PORT:-8888}
 NAMESPACE=${K8S_NAMESPACE:-notifications}
 INGRESS_NAMESPACE=${K8S_INGRESS_NAMESPACE:-ingress-nginx}
 INGRESS_SERVICE=${K8S_INGRESS_SERVICE:-ingress-nginx-controller}
+NAMESPACE_KUSTOMIZATION=k8s/namespace
 OVERLAY=k8s/overlays/local
+# Every app container's /metrics (WEB_, BROADCASTER_, RELAY_METRICS_PORT).
+METRICS_PORT=9000
 TIMEOUT=${K8S_TIMEOUT:-600s}
 
 say() { printf '%s\n' "$*" >&2; }
@@ -108,27 +116,30 @@ deploy() {
   for deployment in web relay broadcaster; do
     k get deployment "$deployment" >/dev/null 2>&1 && restart+=("deployment/$deployment")
   done
-  # A Job's pods can't change: this release's migrations are a new Job.
-  k delete job migrate --ignore-not-found --wait=true
-  "$KUBECTL" apply --kustomize "$OVERLAY"
+  # The namespace first: the overlay doesn't hold it (k8s/README.md).
+  "$KUBECTL" apply --kustomize "$NAMESPACE_KUSTOMIZATION"
+  # What the previous layout had and this one replaced (apply deletes
+  # nothing): the Job migrate (now init containers), the StatefulSet redis
+  # (now a Deployment, which would run beside it behind the same Service),
+  # the per-service policies (now from-edge) and the /metrics Ingress.
+  k delete job/migrate statefulset/redis networkpolicy/web networkpolicy/broadcaster \
+    networkpolicy/relay ingress/metrics-denied --ignore-not-found
+  render | "$KUBECTL" apply --filename -
   # Same tag, new image: replace the pods that run the previous one.
   ((${#restart[@]} == 0)) || k rollout restart "${restart[@]}"
-  wait_for_migrations
-  for workload in statefulset/db statefulset/redis deployment/web deployment/relay deployment/broadcaster; do
+  # web, the relay and the broadcasters migrate in their init containers
+  # (one at a time, by a lock) before they start.
+  for workload in statefulset/db deployment/redis deployment/web deployment/relay deployment/broadcaster; do
     k rollout status "$workload" --timeout="$TIMEOUT"
   done
 }
 
-wait_for_migrations() {
-  local deadline=$((SECONDS + ${TIMEOUT%s}))
-  until [[ $(k get job migrate -o 'jsonpath={.status.succeeded}') == 1 ]]; do
-    if [[ $(k get job migrate -o 'jsonpath={.status.failed}') -ge 6 ]] || ((SECONDS > deadline)); then
-      k logs job/migrate --tail=50 >&2 || true
-      die "the migrations did not complete"
-    fi
-    sleep 2
-  done
-  say "migrations applied"
+# The overlay, naming APP_IMAGE wherever it names the project's image.
+render() {
+  "$KUBECTL" kustomize "$OVERLAY" | awk -v from="image: $MANIFEST_IMAGE" -v to="image: $APP_IMAGE" '
+    { line = $0; sub(/^ +/, "", line) }
+    line == from { sub(/image: .*/, to) }
+    { print }'
 }
 
 # Port-forwards: the ingress controller for the site (and /ws/), one
@@ -221,9 +232,10 @@ run_suite() {
 
 # What the suite (or you) does to the running stack.
 
-# The metrics ports aren't exposed: read them from inside the pod.
+# The metrics ports are on no Service and no route: read them from inside
+# the pod (POD or deployment/NAME, container).
 read_metrics() {
-  k exec "$1" -c "$2" -- python -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$3/metrics', timeout=10).read().decode())"
+  k exec "$1" -c "$2" -- python -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$METRICS_PORT/metrics', timeout=10).read().decode())"
 }
 
 case ${1:-} in
@@ -273,7 +285,7 @@ case ${1:-} in
     ;;
   metrics)
     [[ -n ${2:-} ]] || die "usage: $0 metrics POD"
-    read_metrics "$2" broadcaster 8888
+    read_metrics "$2" broadcaster
     ;;
   restart)
     [[ -n ${2:-} ]] || die "usage: $0 restart POD"
@@ -290,19 +302,24 @@ case ${1:-} in
     ;;
   redis)
     case ${2:-} in
-      restart) k delete pod redis-0 --wait=true ;;
-      kill) k delete pod redis-0 --grace-period=0 --force --wait=true ;;
+      restart) k delete pod --selector=app.kubernetes.io/name=redis --wait=true ;;
+      kill) k delete pod --selector=app.kubernetes.io/name=redis --grace-period=0 --force --wait=true ;;
       *) die "usage: $0 redis restart|kill" ;;
     esac
-    # The StatefulSet starts redis-0 again, empty (it keeps no data).
+    # Its Deployment starts another, empty (it keeps no data); redis-cli
+    # authenticates with the container's REDISCLI_AUTH.
     deadline=$((SECONDS + ${TIMEOUT%s}))
-    until k exec redis-0 -c redis -- redis-cli ping 2>/dev/null | grep -qx PONG; do
+    until k exec deployment/redis -c redis -- redis-cli ping 2>/dev/null | grep -qx PONG; do
       ((SECONDS < deadline)) || die "redis doesn't answer $TIMEOUT after its $2"
       sleep 1
     done
     ;;
   relay-metrics)
-    read_metrics deployment/relay relay 8001
+    read_metrics deployment/relay relay
+    ;;
+  web-metrics)
+    # One series for all of gunicorn's workers: any web pod.
+    read_metrics deployment/web web
     ;;
   logs)
     tail=${TAIL:-200}
@@ -311,10 +328,12 @@ case ${1:-} in
       --all-containers --prefix --timestamps --tail="$tail" --max-log-requests=20
     ;;
   down)
+    # The overlay, then the namespace: with it the database's volume claim.
     "$KUBECTL" delete --kustomize "$OVERLAY" --ignore-not-found
+    "$KUBECTL" delete --kustomize "$NAMESPACE_KUSTOMIZATION" --ignore-not-found
     ;;
   *)
     die "usage: $0 up | test | token USER | superuser | scale N | broadcasters | metrics POD" \
-      "| restart POD | kill POD | redis restart|kill | relay-metrics | logs | down"
+      "| restart POD | kill POD | redis restart|kill | relay-metrics | web-metrics | logs | down"
     ;;
 esac

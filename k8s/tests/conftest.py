@@ -13,7 +13,17 @@ from typing import Any
 
 import pytest
 import yaml
-from manifests import K8S, OVERLAYS, PROGRAMS, ROOT, SERVICES, Manifest, program_modules, reads
+from manifests import (
+    K8S,
+    NAMESPACE_KUSTOMIZATION,
+    OVERLAYS,
+    PROGRAMS,
+    ROOT,
+    SERVICES,
+    Manifest,
+    program_modules,
+    reads,
+)
 
 
 def _kubectl() -> str:
@@ -26,18 +36,25 @@ def _kubectl() -> str:
     return found
 
 
+def render(path: Path) -> list[Manifest]:
+    """A kustomization's objects, as `kubectl kustomize` renders them."""
+    output = subprocess.run(
+        [_kubectl(), "kustomize", str(path)], capture_output=True, text=True, check=False
+    )
+    assert output.returncode == 0, f"kubectl kustomize {path}: {output.stderr}"
+    return [doc for doc in yaml.safe_load_all(output.stdout) if doc]
+
+
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, list[Manifest]]:
-    """Every overlay, rendered by kustomize (`kubectl kustomize`)."""
-    kubectl = _kubectl()
-    result = {}
-    for name, path in OVERLAYS.items():
-        output = subprocess.run(
-            [kubectl, "kustomize", str(path)], capture_output=True, text=True, check=False
-        )
-        assert output.returncode == 0, f"kubectl kustomize {path}: {output.stderr}"
-        result[name] = [doc for doc in yaml.safe_load_all(output.stdout) if doc]
-    return result
+    """Every overlay (the base too), rendered by kustomize."""
+    return {name: render(path) for name, path in OVERLAYS.items()}
+
+
+@pytest.fixture(scope="session")
+def namespace() -> list[Manifest]:
+    """The namespace's kustomization, rendered."""
+    return render(NAMESPACE_KUSTOMIZATION)
 
 
 @pytest.fixture(scope="session")

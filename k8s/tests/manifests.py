@@ -13,18 +13,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "services"
 K8S = ROOT / "k8s"
 
-#: Every kustomization a user may apply, by the name the tests use.
+#: Every kustomization a user may apply for the product, by the name the tests use.
 OVERLAYS = {
     "base": K8S,
     "local": K8S / "overlays" / "local",
     "production": K8S / "overlays" / "production",
 }
+#: The namespace's own kustomization, applied once before any of them.
+NAMESPACE_KUSTOMIZATION = K8S / "namespace"
+COMPONENTS = K8S / "components"
 #: The overlays that run PostgreSQL and Redis in the cluster, as compose does.
 SELF_CONTAINED = ("base", "local")
+#: The image compose builds, which the manifests name.
+APP_IMAGE = "django-realtime-notifications/app:dev"
+#: The name of every app container's metrics port.
+METRICS = "metrics"
 
 #: The modules each program's environment is read in, by compose service,
 #: besides the shared ones they import (:func:`program_modules`). The
@@ -34,7 +43,11 @@ PROGRAMS = {
     "web": [*SETTINGS, "web/wsgi.py", "web/gunicorn_conf.py"],
     "broadcaster": [*SETTINGS, "broadcaster/__main__.py", "broadcaster/config.py"],
     "relay": [*SETTINGS, "relay/__main__.py", "relay/config.py"],
-    "migrate": [*SETTINGS, "web/manage.py"],
+    "migrate": [
+        *SETTINGS,
+        "web/manage.py",
+        "web/notifications/management/commands/migrate_when_ready.py",
+    ],
 }
 
 Manifest = dict[str, Any]
@@ -64,6 +77,41 @@ def workloads(docs: list[Manifest]) -> Iterator[Manifest]:
     for doc in docs:
         if doc["kind"] in {"Deployment", "StatefulSet", "Job", "DaemonSet", "CronJob"}:
             yield doc
+
+
+def selects(selector: Manifest, labels: dict[str, str]) -> bool:
+    """A label selector's verdict: matchLabels and matchExpressions."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, values = expression["key"], expression.get("values", [])
+        verdict = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[expression["operator"]]
+        if not verdict:
+            return False
+    return True
+
+
+def pod_labels(workload: Manifest) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def selected(docs: list[Manifest], selector: Manifest) -> list[Manifest]:
+    """The workloads whose pods ``selector`` (a label selector) selects."""
+    return [w for w in workloads(docs) if selects(selector, pod_labels(w))]
+
+
+def container_ports(box: Manifest) -> dict[str, int]:
+    """A container's ports, name to number (unnamed ones by their number)."""
+    return {
+        str(port.get("name", port["containerPort"])): port["containerPort"]
+        for port in box.get("ports", [])
+    }
 
 
 def containers(workload: Manifest, *, init: bool = True) -> list[Manifest]:
@@ -109,6 +157,55 @@ def _secret(
         return {k: base64.b64decode(v).decode() for k, v in generated["data"].items()}
     assert name in template, f"Secret {name} is neither generated nor in the template"
     return dict.fromkeys(template[name])
+
+
+# The kustomizations.
+
+
+def kustomization(path: Path) -> Manifest:
+    found: Manifest = yaml.safe_load((path / "kustomization.yaml").read_text())
+    return found
+
+
+def components_of(path: Path) -> set[str]:
+    """The components a kustomization uses, by folder name, its bases' too."""
+    spec = kustomization(path)
+    found = {Path(component).name for component in spec.get("components", [])}
+    for resource in spec.get("resources", []):
+        if (path / resource).is_dir():
+            found |= components_of((path / resource).resolve())
+    return found
+
+
+#: The base's edge setting: ingress-nginx's controller pods, as its Helm
+#: chart deploys them (namespace ingress-nginx).
+INGRESS_PEER: Manifest = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+}
+
+
+def edge_setting(overlay: str) -> Manifest:
+    """An overlay's edge setting: ``{"gateway": parentRef, "peer": NetworkPolicy peer}``.
+
+    With components/gateway-api, the spec of the overlay's Edge object (local
+    to kustomize: not in the rendered output, so read from the overlay's
+    files); otherwise the base's ingress-nginx peer, with no Gateway.
+    """
+    path = OVERLAYS[overlay]
+    if "gateway-api" not in components_of(path):
+        return {"gateway": None, "peer": INGRESS_PEER}
+    edges = [
+        doc
+        for resource in kustomization(path).get("resources", [])
+        if (path / resource).is_file()
+        for doc in yaml.safe_load_all((path / resource).read_text())
+        if doc and doc["kind"] == "Edge"
+    ]
+    assert len(edges) == 1, f"{path} has {len(edges)} Edge objects"
+    assert edges[0]["metadata"]["annotations"]["config.kubernetes.io/local-config"] == "true"
+    spec: Manifest = edges[0]["spec"]
+    return spec
 
 
 # compose.yaml.
@@ -161,8 +258,12 @@ def reads(path: Path) -> dict[str, ast.expr | None]:
     return found
 
 
+#: The packages of services/, whose imports the programs' modules follow.
+PACKAGES = {"shared", "web", "broadcaster", "relay"}
+
+
 def program_modules(service: str) -> list[str]:
-    """PROGRAMS[service] and the modules of services/shared/ they import, at any depth.
+    """PROGRAMS[service] and the modules of services/ they import, at any depth.
 
     Relative to services/: the relay and the broadcasters read their history
     settings in shared/eventlog.py, for instance.
@@ -173,19 +274,27 @@ def program_modules(service: str) -> list[str]:
         module = pending.pop(0)
         if module in found:
             continue
+        assert (SERVICES / module).is_file(), f"services/{module} doesn't exist"
         found.append(module)
-        for node in ast.walk(ast.parse((SERVICES / module).read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-            elif isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            else:
-                continue
-            for name in names:
-                path = name.replace(".", "/") + ".py"
-                if name.startswith("shared.") and (SERVICES / path).is_file():
-                    pending.append(path)
+        for name in _imported(module):
+            path = name.replace(".", "/") + ".py"
+            if name.split(".")[0] in PACKAGES and (SERVICES / path).is_file():
+                pending.append(path)
     return found
+
+
+def _imported(module: str) -> list[str]:
+    """The dotted names ``module`` (relative to services/) imports, relative ones resolved."""
+    package = module.removesuffix(".py").split("/")[:-1]
+    names = []
+    for node in ast.walk(ast.parse((SERVICES / module).read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            origin = ".".join([*base, *([node.module] if node.module else [])])
+            names += [origin, *(f"{origin}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+    return names
 
 
 def every_module_reading_the_environment() -> set[str]:

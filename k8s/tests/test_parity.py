@@ -3,6 +3,9 @@
 Each test compares the same fact on two or three sides: images, commands,
 environment variables, ports, probes, the shutdown timing, the edge's
 routing. A change made on one side only fails here.
+
+compose's `migrate` service is, here, the init container `migrate` of every
+app pod (test_operations.py checks they are alike): web's stands for them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 from manifests import (
     K8S,
+    METRICS,
     OVERLAYS,
     PROGRAMS,
     ROOT,
@@ -24,6 +28,7 @@ from manifests import (
     Manifest,
     compose_environment,
     container,
+    container_ports,
     containers,
     environment,
     every_module_reading_the_environment,
@@ -41,9 +46,9 @@ WORKLOADS = {
     "web": ("Deployment", "web", "web"),
     "broadcaster": ("Deployment", "broadcaster", "broadcaster"),
     "relay": ("Deployment", "relay", "relay"),
-    "migrate": ("Job", "migrate", "migrate"),
+    "migrate": ("Deployment", "web", "migrate"),
     "db": ("StatefulSet", "db", "db"),
-    "redis": ("StatefulSet", "redis", "redis"),
+    "redis": ("Deployment", "redis", "redis"),
 }
 APP_SERVICES = ("web", "broadcaster", "relay", "migrate")
 #: The long-running app services, each with its replicas and probes.
@@ -55,6 +60,30 @@ KUBERNETES_ONLY = {
     # The volume's root may hold lost+found (a fresh ext4 volume): PostgreSQL
     # wants an empty directory, so its data lives one level down.
     "db": {"PGDATA"},
+    # The kubelet expands $(REDIS_PASSWORD) in the args from the container's
+    # environment; compose interpolates ${REDIS_PASSWORD} itself.
+    "redis": {"REDIS_PASSWORD"},
+    # Derived from the pod's memory limit (test_operations.py), which compose
+    # doesn't set: compose runs with the program's default.
+    "broadcaster": {"BROADCASTER_MAX_CONNECTIONS"},
+}
+#: Variables an overlay may set beyond compose's though no program of
+#: services/ reads them: libpq's own (psycopg reads them in every app
+#: process), one for each option DATABASE_URL's query takes
+#: (web/settings/database.py). The query is the place for them; these are
+#: the way to set one for a whole overlay (PGSSLMODE=verify-full in its
+#: app-config). Anything else a program doesn't read is a mistake.
+LIBPQ_ENVIRONMENT = {
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLCRL",
+    "PGSSLNEGOTIATION",
+    "PGCHANNELBINDING",
+    "PGCONNECT_TIMEOUT",
+    "PGAPPNAME",
+    "PGTARGETSESSIONATTRS",
 }
 
 HAPROXY = (SERVICES / "edge" / "haproxy.cfg").read_text()
@@ -80,6 +109,26 @@ def workload(docs: list[Manifest], service: str) -> Manifest:
 
 def main_container(docs: list[Manifest], service: str) -> Manifest:
     return container(workload(docs, service), WORKLOADS[service][2])
+
+
+def app_containers(docs: list[Manifest]) -> list[tuple[str, Manifest]]:
+    """Every app container, with the compose service whose program it runs."""
+    return [
+        ("migrate" if box["name"] == "migrate" else name, box)
+        for name in SERVERS
+        for box in containers(workload(docs, name))
+    ]
+
+
+def kubelet_expanded(words: list[str] | None) -> list[str] | None:
+    """A command as compose's interpolate() writes variables: $(X) as <X>."""
+    if words is None:
+        return None
+    return [re.sub(r"\$\((\w+)\)", r"<\1>", word) for word in words]
+
+
+def compose_words(words: list[str] | None) -> list[str] | None:
+    return None if words is None else [interpolate(word) for word in words]
 
 
 def seconds(duration: str) -> float:
@@ -114,7 +163,7 @@ def test_command_is_composes(
     # compose's entrypoint is Kubernetes' command; compose's command, its args.
     box = main_container(rendered[overlay], service)
     assert box.get("command") == compose[service].get("entrypoint")
-    assert box.get("args") == compose[service].get("command")
+    assert kubelet_expanded(box.get("args")) == compose_words(compose[service].get("command"))
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
@@ -154,27 +203,41 @@ def test_variables_are_composes(
     names = set(environment(docs, secret_template, main_container(docs, service)))
     expected = set(compose_environment(compose[service])) | KUBERNETES_ONLY.get(service, set())
     if overlay == "production":
-        # Production may set more of what the programs read (secure cookies).
+        # Production may set more of what the programs (secure cookies) or
+        # libpq (LIBPQ_ENVIRONMENT) read.
         assert names >= expected
     else:
         assert names == expected
 
 
-@pytest.mark.parametrize(("overlay", "service"), cases(apps_only=True))
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_programs_read_every_variable_and_get_the_required_ones(
     rendered: dict[str, list[Manifest]],
     secret_template: dict[str, dict[str, str]],
     program_reads: dict[str, dict[str, ast.expr | None]],
     overlay: str,
-    service: str,
 ) -> None:
     docs = rendered[overlay]
-    reads = program_reads[service]
-    required = {name for name, default in reads.items() if default is None}
-    for box in containers(workload(docs, service)):
-        names = set(environment(docs, secret_template, box))
-        assert names <= set(reads), f"{service}/{box['name']}: nothing reads {names - set(reads)}"
-        assert required <= names, f"{service}/{box['name']}: missing {required - names}"
+    for service, box in app_containers(docs):
+        reads = program_reads[service]
+        required = {name for name, default in reads.items() if default is None}
+        names = set(environment(docs, secret_template, box)) - LIBPQ_ENVIRONMENT
+        where = f"{service}/{box['name']}"
+        assert names <= set(reads), f"{where}: nothing reads {names - set(reads)}"
+        assert required <= names, f"{where}: missing {required - names}"
+
+
+def test_libpq_variables_are_libpqs_options() -> None:
+    # LIBPQ_ENVIRONMENT is the environment form of DATABASE_URL's query keys
+    # (libpq's documentation pairs them: sslmode/PGSSLMODE...), no more.
+    database = (SERVICES / "web" / "settings" / "database.py").read_text()
+    for variable in LIBPQ_ENVIRONMENT:
+        option = {
+            "PGAPPNAME": "application_name",
+            "PGCHANNELBINDING": "channel_binding",
+            "PGTARGETSESSIONATTRS": "target_session_attrs",
+        }.get(variable, variable.removeprefix("PG").lower())
+        assert f'"{option}"' in database, f"DATABASE_URL takes no {option} ({variable})"
 
 
 def test_settings_match_composes_defaults(
@@ -224,28 +287,27 @@ def test_local_demo_secrets_are_composes_addresses(
     docs = rendered["local"]
     app = environment(docs, {}, main_container(docs, "web"))
     db = environment(docs, {}, main_container(docs, "db"))
-    password = db["POSTGRES_PASSWORD"]
-    assert password and "demo" in password
+    redis = environment(docs, {}, main_container(docs, "redis"))
+    passwords = {
+        "POSTGRES_PASSWORD": db["POSTGRES_PASSWORD"],
+        "REDIS_PASSWORD": redis["REDIS_PASSWORD"],
+    }
+    assert redis["REDISCLI_AUTH"] == redis["REDIS_PASSWORD"]
     expected = compose_environment(compose["web"])
-    assert app["DATABASE_URL"] == expected["DATABASE_URL"].replace("<POSTGRES_PASSWORD>", password)
+    for name, password in passwords.items():
+        assert password and "demo" in password, name
+        for variable in ("DATABASE_URL", "REDIS_URL"):
+            expected[variable] = expected[variable].replace(f"<{name}>", password)
+    assert app["DATABASE_URL"] == expected["DATABASE_URL"]
     assert app["REDIS_URL"] == expected["REDIS_URL"]
     assert app["DJANGO_SECRET_KEY"] and "demo" in app["DJANGO_SECRET_KEY"]
 
 
 def test_secret_template_has_no_secret(secret_template: dict[str, dict[str, str]]) -> None:
-    assert secret_template["app-secrets"]["DJANGO_SECRET_KEY"] == ""
-    assert secret_template["app-secrets"]["DATABASE_URL"] == ""
-    assert secret_template["db-secrets"]["POSTGRES_PASSWORD"] == ""
-
-
-def test_init_containers_get_the_main_containers_settings(
-    rendered: dict[str, list[Manifest]],
-) -> None:
-    for overlay, docs in rendered.items():
-        for service in SERVERS:
-            spec = pod_spec(workload(docs, service))
-            for init in spec["initContainers"]:
-                assert init["envFrom"] == spec["containers"][0]["envFrom"], (overlay, service)
+    for name, keys in secret_template.items():
+        for key, value in keys.items():
+            assert value == "", f"{name}: {key}"
+    assert set(secret_template) == {"app-secrets", "db-secrets", "redis-secrets"}
 
 
 @pytest.mark.parametrize("side", ["compose", *OVERLAYS])
@@ -303,16 +365,33 @@ def compose_healthcheck_url(compose: dict[str, Manifest], service: str) -> Any:
     return urlsplit(test[4])
 
 
-def program_ports(broadcaster_config: Any) -> dict[str, int]:
+def gunicorn_default(variable: str) -> Any:
+    """The default gunicorn_conf.py gives ``environment.integer(variable, default)``."""
     gunicorn = ast.parse((SERVICES / "web" / "gunicorn_conf.py").read_text())
-    (web,) = [
+    (default,) = [
         literal(node.args[1])
         for node in ast.walk(gunicorn)
         if isinstance(node, ast.Call)
         and node.args
-        and getattr(node.args[0], "value", None) == "WEB_PORT"
+        and getattr(node.args[0], "value", None) == variable
     ]
-    return {"web": web, "broadcaster": broadcaster_config.port}
+    return default
+
+
+#: Each server's public port, by the name the manifests give it.
+PUBLIC_PORTS = {"web": "http", "broadcaster": "ws", "relay": "http"}
+
+
+def program_ports(broadcaster_config: Any, relay_config: Any) -> dict[str, dict[str, int]]:
+    """Each server's ports by name, as the programs' defaults set them."""
+    return {
+        "web": {
+            "http": gunicorn_default("WEB_PORT"),
+            METRICS: gunicorn_default("WEB_METRICS_PORT"),
+        },
+        "broadcaster": {"ws": broadcaster_config.port, METRICS: broadcaster_config.metrics_port},
+        "relay": {"http": relay_config.port, METRICS: relay_config.metrics_port},
+    }
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -320,36 +399,43 @@ def test_ports_are_the_programs_and_composes(
     rendered: dict[str, list[Manifest]],
     compose: dict[str, Manifest],
     broadcaster_config: Any,
-    overlay: str,
-) -> None:
-    docs = rendered[overlay]
-    for service, port in program_ports(broadcaster_config).items():
-        (declared,) = main_container(docs, service)["ports"]
-        assert declared["containerPort"] == port
-        assert compose_healthcheck_url(compose, service).port == port
-        # compose's edge reaches them by service name and port.
-        assert re.search(rf"^\s*server-template \w+ [\d-]+ {service}:{port}$", HAPROXY, re.M)
-        (exposed,) = find(docs, "Service", service)["spec"]["ports"]
-        assert exposed["port"] == port
-        assert exposed["targetPort"] == declared["name"]
-
-
-def test_image_exposes_the_programs_ports(broadcaster_config: Any, relay_config: Any) -> None:
-    (exposed,) = re.findall(r"^EXPOSE (.+)$", (SERVICES / "Dockerfile").read_text(), re.M)
-    ports = {*program_ports(broadcaster_config).values(), relay_config.port}
-    assert {int(port) for port in exposed.split()} == ports
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_relay_port_is_the_programs_and_composes(
-    rendered: dict[str, list[Manifest]],
-    compose: dict[str, Manifest],
     relay_config: Any,
     overlay: str,
 ) -> None:
-    (declared,) = main_container(rendered[overlay], "relay")["ports"]
-    assert declared["containerPort"] == relay_config.port
-    assert compose_healthcheck_url(compose, "relay").port == relay_config.port
+    docs = rendered[overlay]
+    for service, ports in program_ports(broadcaster_config, relay_config).items():
+        assert container_ports(main_container(docs, service)) == ports, service
+        public = ports[PUBLIC_PORTS[service]]
+        assert compose_healthcheck_url(compose, service).port == public
+        if service == "relay":
+            continue  # nothing connects to it (below)
+        # compose's edge reaches the public port by service name; the
+        # Service the edge uses here has that port alone.
+        assert re.search(rf"^\s*server-template \w+ [\d-]+ {service}:{public}$", HAPROXY, re.M)
+        (exposed,) = find(docs, "Service", service)["spec"]["ports"]
+        assert exposed["port"] == public
+        assert exposed["targetPort"] == PUBLIC_PORTS[service]
+
+
+def test_metrics_ports_are_published_nowhere(
+    compose: dict[str, Manifest], broadcaster_config: Any, relay_config: Any
+) -> None:
+    # compose: no published or exposed metrics port, and the edge's backends
+    # name the public ports only (test_references.py: no Service has them).
+    for service, ports in program_ports(broadcaster_config, relay_config).items():
+        published = [str(port) for port in compose[service].get("ports", [])]
+        assert not any(str(ports[METRICS]) in port for port in published), service
+        assert "expose" not in compose[service], service
+        assert not re.search(rf"\b{service}:{ports[METRICS]}\b", HAPROXY), service
+
+
+def test_image_exposes_the_programs_ports(broadcaster_config: Any, relay_config: Any) -> None:
+    # EXPOSE documents the ports: every public one, the metrics port maybe.
+    (exposed,) = re.findall(r"^EXPOSE (.+)$", (SERVICES / "Dockerfile").read_text(), re.M)
+    ports = program_ports(broadcaster_config, relay_config)
+    public = {by_name[PUBLIC_PORTS[name]] for name, by_name in ports.items()}
+    metrics = {by_name[METRICS] for by_name in ports.values()}
+    assert public <= {int(port) for port in exposed.split()} <= public | metrics
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -508,35 +594,70 @@ def test_relay_grace_period_is_at_least_composes(
 # The edge.
 
 
+def edge_routes(docs: list[Manifest]) -> dict[str, tuple[str, int, Manifest]]:
+    """Every prefix the edge routes: the Service and port it leads to, and the
+    route's settings (an Ingress's annotations, an HTTPRoute rule's timeouts)."""
+    routes: dict[str, tuple[str, int, Manifest]] = {}
+    for doc in docs:
+        if doc["kind"] == "Ingress":
+            for rule in doc["spec"]["rules"]:
+                for path in rule["http"]["paths"]:
+                    assert path["pathType"] == "Prefix", path
+                    backend = path["backend"]["service"]
+                    (port,) = [
+                        p["port"]
+                        for p in find(docs, "Service", backend["name"])["spec"]["ports"]
+                        if p["name"] == backend["port"]["name"]
+                    ]
+                    annotations = doc["metadata"].get("annotations", {})
+                    routes[path["path"]] = (backend["name"], port, annotations)
+        elif doc["kind"] == "HTTPRoute":
+            for rule in doc["spec"]["rules"]:
+                ((match,), (backend,)) = rule["matches"], rule["backendRefs"]
+                assert match["path"]["type"] == "PathPrefix", match
+                routes[match["path"]["value"]] = (
+                    backend["name"],
+                    backend["port"],
+                    rule.get("timeouts", {}),
+                )
+    return routes
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_edge_routes_as_composes(
-    rendered: dict[str, list[Manifest]], broadcaster_config: Any, overlay: str
+    rendered: dict[str, list[Manifest]],
+    broadcaster_config: Any,
+    relay_config: Any,
+    overlay: str,
 ) -> None:
-    routes = {}
-    annotations = {}
-    for ingress in (d for d in rendered[overlay] if d["kind"] == "Ingress"):
-        for rule in ingress["spec"]["rules"]:
-            for path in rule["http"]["paths"]:
-                backend = path["backend"]["service"]
-                routes[path["path"], path["pathType"]] = (backend["name"], backend["port"]["name"])
-                annotations[path["path"]] = ingress["metadata"].get("annotations", {})
-    # HAProxy: /ws and /ws/… to the broadcasters, the rest to web. A Prefix
-    # path matches whole segments: /ws, /ws/, /ws/x, not /wsx.
+    docs = rendered[overlay]
+    ports = program_ports(broadcaster_config, relay_config)
+    routes = edge_routes(docs)
+    # HAProxy: /ws and /ws/… to the broadcasters, the rest to web. A prefix
+    # matches whole path elements: /ws, /ws/, /ws/x, not /wsx. Nothing else:
+    # no rule for /metrics, here or there, since no backend serves it.
     assert "use_backend broadcasters if { path_beg /ws/ } or { path /ws }" in HAPROXY
-    assert routes["/ws", "Prefix"] == ("broadcaster", "ws")
-    assert routes["/", "Prefix"] == ("web", "http")
+    assert {path: route[:2] for path, route in routes.items()} == {
+        "/ws": ("broadcaster", ports["broadcaster"]["ws"]),
+        "/": ("web", ports["web"]["http"]),
+    }
+    assert "/metrics" not in HAPROXY
     # The address web gives clients is under /ws/.
     assert '/ws/"' in (SERVICES / "web" / "notifications" / "views.py").read_text()
-    # /metrics is refused, as HAProxy does.
-    assert "http-request deny deny_status 404 if { path /metrics }" in HAPROXY
-    assert routes["/metrics", "Exact"] == ("web", "http")
-    assert annotations["/metrics"]["nginx.ingress.kubernetes.io/denylist-source-range"]
-    # WebSocket timeouts: HAProxy's tunnel timeout, far above the ping interval.
     (tunnel,) = re.findall(r"^\s*timeout tunnel (\S+)$", HAPROXY, re.M)
-    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
-        value = int(annotations["/ws"][f"nginx.ingress.kubernetes.io/{timeout}"])
-        assert value == seconds(tunnel)
-        assert value > 2 * broadcaster_config.ping_interval
+    websocket, site = routes["/ws"][2], routes["/"][2]
+    if any(d["kind"] == "Ingress" for d in docs):
+        # ingress-nginx: HAProxy's tunnel timeout, far above the ping interval.
+        for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+            value = int(websocket[f"nginx.ingress.kubernetes.io/{timeout}"])
+            assert value == seconds(tunnel)
+            assert value > 2 * broadcaster_config.ping_interval
+    else:
+        # Gateway API: a WebSocket is one request; "0s" disables the timeouts.
+        assert websocket == {"request": "0s", "backendRequest": "0s"}
+        # The site's requests: no shorter than gunicorn gives them.
+        timeout = module_constant(SERVICES / "web" / "gunicorn_conf.py", "timeout")
+        assert seconds(site["request"]) == timeout
 
 
 # The end-to-end suite drives compose and a cluster through the same verbs.

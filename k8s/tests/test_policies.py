@@ -1,6 +1,7 @@
 """What every overlay promises beyond parity: the "restricted" Pod Security
-Standard, no service account token, no injected service variables, the
-recommended labels kept out of selectors, the network policies."""
+Standard in every pod and container, no service account token, no injected
+service variables, the recommended labels kept out of selectors, and the
+network policies, evaluated: who may connect to which port of whom."""
 
 from __future__ import annotations
 
@@ -8,46 +9,118 @@ import dataclasses
 import re
 
 import pytest
-from manifests import OVERLAYS, SELF_CONTAINED, SERVICES, Manifest, containers, find, pod_spec
+from manifests import (
+    INGRESS_PEER,
+    K8S,
+    METRICS,
+    OVERLAYS,
+    SELF_CONTAINED,
+    SERVICES,
+    Manifest,
+    components_of,
+    container_ports,
+    containers,
+    edge_setting,
+    find,
+    pod_labels,
+    pod_spec,
+    selects,
+)
 from manifests import workloads as all_workloads
 
 #: The app image's user (services/Dockerfile).
 APP_UID = 10001
+#: The seccomp profiles the restricted standard allows.
+SECCOMP_PROFILES = {"RuntimeDefault", "Localhost"}
+
+
+def weakenings(context: Manifest, *, pod: bool) -> list[str]:
+    """What in a pod's or container's securityContext falls short of the
+    restricted standard (or of this project's stricter rules), as messages.
+
+    A container inherits its pod's settings and may override them: an
+    override that weakens one is refused here whatever the pod says.
+    https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted
+    """
+    found = []
+    if context.get("runAsNonRoot") is False or (pod and context.get("runAsNonRoot") is not True):
+        found.append("runAsNonRoot is not true")
+    if context.get("runAsUser") == 0 or (pod and not context.get("runAsUser")):
+        found.append("runs as root (runAsUser 0 or unset)")
+    profile = context.get("seccompProfile", {}).get("type")
+    if (profile is not None or pod) and profile not in SECCOMP_PROFILES:
+        found.append(f"seccompProfile {profile}")
+    if context.get("appArmorProfile", {}).get("type") == "Unconfined":
+        found.append("appArmorProfile Unconfined")
+    if context.get("windowsOptions", {}).get("hostProcess"):
+        found.append("hostProcess")
+    if "seLinuxOptions" in context:
+        found.append("seLinuxOptions set")
+    if pod:
+        return found
+    if context.get("privileged"):
+        found.append("privileged")
+    if context.get("allowPrivilegeEscalation") is not False:
+        found.append("allowPrivilegeEscalation is not false")
+    capabilities = context.get("capabilities", {})
+    if capabilities.get("add"):
+        found.append(f"capabilities added: {capabilities['add']}")
+    if capabilities.get("drop") != ["ALL"]:
+        found.append("capabilities not all dropped")
+    if context.get("procMount", "Default") != "Default":
+        found.append("procMount")
+    if context.get("readOnlyRootFilesystem") is not True:
+        found.append("root filesystem writable")
+    return found
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_namespace_enforces_the_restricted_standard(
+def test_every_pod_and_container_is_restricted(
     rendered: dict[str, list[Manifest]], overlay: str
 ) -> None:
-    (namespace,) = [d for d in rendered[overlay] if d["kind"] == "Namespace"]
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    for doc in rendered[overlay]:
-        if doc["kind"] != "Namespace":
-            assert doc["metadata"]["namespace"] == namespace["metadata"]["name"]
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_pod_is_restricted(rendered: dict[str, list[Manifest]], overlay: str) -> None:
-    # https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted
     for workload in all_workloads(rendered[overlay]):
         name = workload["metadata"]["name"]
         spec = pod_spec(workload)
-        pod = spec["securityContext"]
-        assert pod["runAsNonRoot"] is True, name
-        assert pod["runAsUser"] > 0, name
-        assert pod["seccompProfile"]["type"] == "RuntimeDefault", name
-        assert not {"hostNetwork", "hostPID", "hostIPC"} & spec.keys(), name
+        assert not weakenings(spec["securityContext"], pod=True), name
+        assert not any(spec.get(key) for key in ("hostNetwork", "hostPID", "hostIPC")), name
         for volume in spec.get("volumes", []):
             assert volume.keys() - {"name"} <= {"emptyDir", "configMap", "secret", "projected"}
         for box in containers(workload):
-            context = box["securityContext"]
-            assert context["allowPrivilegeEscalation"] is False, (name, box["name"])
-            assert context["capabilities"]["drop"] == ["ALL"], (name, box["name"])
-            assert "add" not in context["capabilities"], (name, box["name"])
-            assert context["readOnlyRootFilesystem"] is True, (name, box["name"])
-            assert not {"privileged", "runAsUser", "procMount"} & context.keys()
-            assert not any("hostPort" in port for port in box.get("ports", []))
-            assert box["resources"]["requests"] and box["resources"]["limits"]
+            where = f"{name}/{box['name']}"
+            assert not weakenings(box.get("securityContext", {}), pod=False), where
+            assert not any("hostPort" in port for port in box.get("ports", [])), where
+            assert box["resources"]["requests"] and box["resources"]["limits"], where
+
+
+def test_weakenings_are_seen() -> None:
+    # What test_every_pod_and_container_is_restricted relies on: each weakening,
+    # alone, in an otherwise restricted context.
+    pod = {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+    box = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert not weakenings(pod, pod=True)
+    assert not weakenings(box, pod=False)
+    for change in (
+        {"runAsNonRoot": False},
+        {"runAsUser": 0},
+        {"seccompProfile": {"type": "Unconfined"}},
+        {"appArmorProfile": {"type": "Unconfined"}},
+    ):
+        assert weakenings({**pod, **change}, pod=True), change
+        assert weakenings({**box, **change}, pod=False), change
+    for change in (
+        {"privileged": True},
+        {"allowPrivilegeEscalation": True},
+        {"capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}},
+        {"capabilities": {}},
+        {"procMount": "Unmasked"},
+        {"readOnlyRootFilesystem": False},
+    ):
+        assert weakenings({**box, **change}, pod=False), change
+    assert weakenings({}, pod=True)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -55,9 +128,8 @@ def test_app_runs_as_the_images_user(rendered: dict[str, list[Manifest]], overla
     dockerfile = (SERVICES / "Dockerfile").read_text()
     assert f"--uid {APP_UID}" in dockerfile
     assert f"USER {APP_UID}:{APP_UID}" in dockerfile
-    app = ("Deployment", "web"), ("Deployment", "broadcaster"), ("Deployment", "relay")
-    for kind, name in (*app, ("Job", "migrate")):
-        pod = pod_spec(find(rendered[overlay], kind, name))["securityContext"]
+    for name in ("web", "broadcaster", "relay"):
+        pod = pod_spec(find(rendered[overlay], "Deployment", name))["securityContext"]
         assert pod["runAsUser"] == pod["runAsGroup"] == APP_UID, name
 
 
@@ -100,26 +172,32 @@ def test_no_service_variables_in_the_programs_way(
         assert pod_spec(workload)["enableServiceLinks"] is False, workload["metadata"]["name"]
 
 
+def selector_keys(selector: Manifest) -> set[str]:
+    keys = set(selector.get("matchLabels", {}))
+    return keys | {expression["key"] for expression in selector.get("matchExpressions", [])}
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_recommended_labels_stay_out_of_selectors(
     rendered: dict[str, list[Manifest]], overlay: str
 ) -> None:
     # Objects of the namespace as a whole have no app.kubernetes.io/name.
-    shared = {"Namespace", "ConfigMap", "Secret", "NetworkPolicy/default-deny-ingress"}
+    shared = {"ConfigMap", "Secret", "NetworkPolicy/default-deny-ingress"}
     for doc in rendered[overlay]:
         labels = doc["metadata"]["labels"]
         assert labels["app.kubernetes.io/part-of"] == "django-realtime-notifications"
         if not {doc["kind"], f"{doc['kind']}/{doc['metadata']['name']}"} & shared:
             assert re.fullmatch(r"[a-z]+", labels["app.kubernetes.io/name"]), doc["kind"]
-        selector = doc.get("spec", {}).get("selector")
+        spec = doc.get("spec", {})
         if doc["kind"] == "Service":
-            assert list(selector) == ["app.kubernetes.io/name"]
-        elif selector is not None:
-            assert list(selector["matchLabels"]) == ["app.kubernetes.io/name"]
-        if "template" in doc.get("spec", {}):
-            template = doc["spec"]["template"]["metadata"]["labels"]
-            # A Job's selector is the controller's: none in the manifest.
-            assert template.items() >= (selector or {}).get("matchLabels", {}).items()
+            assert list(spec["selector"]) == ["app.kubernetes.io/name"]
+        else:
+            for selector in (spec.get("selector"), spec.get("podSelector")):
+                if selector:  # the default deny's {} selects every pod
+                    assert selector_keys(selector) == {"app.kubernetes.io/name"}, doc["kind"]
+        if "template" in spec:
+            template = spec["template"]["metadata"]["labels"]
+            assert template.items() >= spec["selector"].get("matchLabels", {}).items()
             assert template["app.kubernetes.io/part-of"] == "django-realtime-notifications"
 
 
@@ -134,57 +212,70 @@ class Pod:
     ports: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-#: Pods of other namespaces that may try: the ingress controller, which the
-#: policies admit to web and the broadcasters, and a Prometheus, which they
-#: don't (k8s/README.md: add a rule for it). And a pod of this namespace that
-#: is none of ours.
-OUTSIDERS = {
-    "ingress-nginx": Pod("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}),
-    "prometheus": Pod("monitoring", {"app.kubernetes.io/name": "prometheus"}),
-    "stranger": Pod("notifications", {"app.kubernetes.io/name": "stranger"}),
-}
-#: Who reaches each pod that listens, on every one of its ports. The relay
-#: only connects out, to PostgreSQL and Redis; nothing connects to it.
-REACHED_BY = {
-    "web": {"ingress-nginx"},
-    "broadcaster": {"ingress-nginx"},
-    "relay": set(),
-    "db": {"web", "broadcaster", "relay", "migrate"},
-    "redis": {"web", "broadcaster", "relay"},
-}
+def peer_pod(peer: Manifest) -> Pod:
+    """A pod that a policy peer of one namespace and exact labels designates."""
+    namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+    return Pod(namespace, dict(peer["podSelector"]["matchLabels"]))
+
+
+#: Prometheus' pods (components/monitoring's default).
+PROMETHEUS = Pod("monitoring", {"app.kubernetes.io/name": "prometheus"})
+#: ingress-nginx's controller pods, the base's edge.
+INGRESS_NGINX = Pod("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
+
+
+def outsiders(overlay: str) -> dict[str, Pod]:
+    """Pods that may try, beside ours: the overlay's edge (its setting), other
+    edges, Prometheus, a pod of this namespace that is none of ours, and one
+    with the edge's labels in another namespace."""
+    edge = peer_pod(edge_setting(overlay)["peer"])
+    return {
+        "edge": edge,
+        "ingress-nginx": INGRESS_NGINX,
+        "prometheus": PROMETHEUS,
+        "stranger": Pod("notifications", {"app.kubernetes.io/name": "stranger"}),
+        "impostor": Pod("elsewhere", edge.labels),
+    }
+
+
+def reached_by(overlay: str) -> dict[tuple[str, str], set[str]]:
+    """Who reaches each port of each of our pods that listen, by pod and port name.
+
+    The edge reaches the site and the WebSocket ports only; Prometheus the
+    metrics ports, with components/monitoring; nothing the relay's probes.
+    """
+    edge = {"edge"} | (
+        {"ingress-nginx"} if edge_setting(overlay)["peer"] == INGRESS_PEER else set()
+    )
+    scrapers = {"prometheus"} if "monitoring" in components_of(OVERLAYS[overlay]) else set()
+    expected = {
+        ("web", "http"): edge,
+        ("web", METRICS): scrapers,
+        ("broadcaster", "ws"): edge,
+        ("broadcaster", METRICS): scrapers,
+        ("relay", "http"): set(),
+        ("relay", METRICS): scrapers,
+    }
+    if overlay in SELF_CONTAINED:
+        apps = {"web", "broadcaster", "relay"}
+        expected |= {("db", "postgres"): apps, ("redis", "redis"): apps}
+    return expected
 
 
 def pods(docs: list[Manifest]) -> dict[str, Pod]:
     """The pods of every workload, by app.kubernetes.io/name."""
     found = {}
     for workload in all_workloads(docs):
-        labels = workload["spec"]["template"]["metadata"]["labels"]
         ports = {
-            port["name"]: port["containerPort"]
+            name: number
             for box in containers(workload, init=False)
-            for port in box.get("ports", [])
+            for name, number in container_ports(box).items()
         }
+        labels = pod_labels(workload)
         found[labels["app.kubernetes.io/name"]] = Pod(
             workload["metadata"]["namespace"], labels, ports
         )
     return found
-
-
-def selects(selector: Manifest, labels: dict[str, str]) -> bool:
-    """A label selector's verdict: matchLabels and matchExpressions."""
-    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
-        return False
-    for expression in selector.get("matchExpressions", []):
-        key, values = expression["key"], expression.get("values", [])
-        verdict = {
-            "In": key in labels and labels[key] in values,
-            "NotIn": key not in labels or labels[key] not in values,
-            "Exists": key in labels,
-            "DoesNotExist": key not in labels,
-        }[expression["operator"]]
-        if not verdict:
-            return False
-    return True
 
 
 def policy_types(policy: Manifest) -> list[str]:
@@ -247,21 +338,59 @@ def test_network_policies(rendered: dict[str, list[Manifest]], overlay: str) -> 
     deny = find(docs, "NetworkPolicy", "default-deny-ingress")["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}
     ours = pods(docs)
-    listening = {name for name, pod in ours.items() if pod.ports}
-    expected = REACHED_BY.keys() - (set() if overlay in SELF_CONTAINED else {"db", "redis"})
-    assert listening == expected
-    for name in listening:
-        # Each has a policy of its own (its file's), beside the default deny.
-        policy = find(docs, "NetworkPolicy", name)["spec"]["podSelector"]
-        assert policy == {"matchLabels": {"app.kubernetes.io/name": name}}
-        for port in ours[name].ports.items():
-            clients = {**ours, **OUTSIDERS}
-            reached = {
-                client
-                for client, pod in clients.items()
-                if client != name and reaches(docs, pod, ours[name], port)
-            }
-            assert reached == REACHED_BY[name], f"{name}:{port[0]} is reached by {sorted(reached)}"
+    expected = reached_by(overlay)
+    listening = {(name, port) for name, pod in ours.items() for port in pod.ports}
+    assert listening == set(expected)
+    clients = {**ours, **outsiders(overlay)}
+    for (name, port), allowed in expected.items():
+        server = ours[name]
+        reached = {
+            client
+            for client, pod in clients.items()
+            if client != name and reaches(docs, pod, server, (port, server.ports[port]))
+        }
+        assert reached == allowed, f"{name}:{port} is reached by {sorted(reached)}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_edge_is_one_setting(rendered: dict[str, list[Manifest]], overlay: str) -> None:
+    # One policy admits the edge, from the overlay's edge setting: the base's
+    # ingress-nginx peer, or the Edge object components/gateway-api reads.
+    # No other policy names another namespace but Prometheus'.
+    setting = edge_setting(overlay)
+    if "gateway-api" not in components_of(OVERLAYS[overlay]):
+        assert setting["peer"] == INGRESS_PEER
+    policies = [d for d in rendered[overlay] if d["kind"] == "NetworkPolicy"]
+    admitting = {
+        policy["metadata"]["name"]: entry
+        for policy in policies
+        for rule in policy["spec"].get("ingress") or []
+        for entry in rule.get("from", [])
+        if "namespaceSelector" in entry
+    }
+    assert admitting.pop("from-edge") == setting["peer"]
+    # The routes attach to the setting's Gateway; ingress-nginx's have none.
+    routes = [d for d in rendered[overlay] if d["kind"] == "HTTPRoute"]
+    ingresses = [d for d in rendered[overlay] if d["kind"] == "Ingress"]
+    expected = (True, False) if setting["gateway"] else (False, True)
+    assert (bool(routes), bool(ingresses)) == expected
+    for route in routes:
+        assert route["spec"]["parentRefs"] == [setting["gateway"]], route["metadata"]["name"]
+    # Envoy Gateway's proxies say which Gateway they run: the routes' one.
+    labels = setting["peer"]["podSelector"]["matchLabels"]
+    for field in ("name", "namespace"):
+        label = labels.get(f"gateway.envoyproxy.io/owning-gateway-{field}")
+        if label is not None:
+            assert label == setting["gateway"][field], field
+    assert admitting in ({}, {"from-prometheus": admitting.get("from-prometheus")})
+    # local-cluster.sh forwards to the controller where the base's edge admits it.
+    script = (K8S / "scripts" / "local-cluster.sh").read_text()
+    (namespace,) = re.findall(
+        r"^INGRESS_NAMESPACE=\$\{K8S_INGRESS_NAMESPACE:-(\S+)\}$", script, re.M
+    )
+    assert (
+        namespace == INGRESS_PEER["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+    )
 
 
 def test_the_evaluator_sees_what_policies_allow() -> None:
@@ -310,6 +439,14 @@ def test_the_evaluator_sees_what_policies_allow() -> None:
         "egress": [{"to": [{"podSelector": named("server")}], "ports": [{"port": 5432}]}],
     }
     assert reaches([*docs, closed, policy("out", out)], client, server, db)
+    # A peer in another namespace, by namespace and labels.
+    remote = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "elsewhere"}},
+        "podSelector": named("client"),
+    }
+    opened = policy("server", {"podSelector": named("server"), "ingress": [{"from": [remote]}]})
+    assert reaches([opened], elsewhere, server, admin)
+    assert not reaches([opened], client, server, admin)
 
 
 def test_production_leaves_egress_open(rendered: dict[str, list[Manifest]]) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from shared import environment
+from shared import environment, redisurl
+from shared.environment import ConfigurationError
 from shared.eventlog import Retention
 
 
@@ -17,6 +18,8 @@ class Config:
     #: Interface and port for WebSocket connections and the HTTP checks.
     host: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
     port: int = 8888
+    #: Port of /metrics, on the same interface: never routed by the edge.
+    metrics_port: int = 9000
     #: Redis holding the event log.
     redis_url: str = "redis://localhost:6379/0"
     #: Seconds a client has to send its token after connecting.
@@ -24,6 +27,9 @@ class Config:
     #: Connections that haven't authenticated yet, beyond which new ones are
     #: refused with HTTP 503: bounds what anonymous clients can hold.
     max_pending: int = 1000
+    #: Connections, pending and authenticated, at which the broadcaster is
+    #: full: /readyz answers 503 and new handshakes are refused with 503.
+    max_connections: int = 10_000
     #: On SIGTERM, connections are closed over this many seconds rather than
     #: all at once, so that clients don't reconnect to the other replicas in
     #: one burst. The process exits within drain_seconds + close_timeout + 1.
@@ -49,15 +55,21 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Build the configuration from ``BROADCASTER_*``, ``EVENT_HISTORY_*`` and ``REDIS_URL``."""
-        return cls(
+        config = cls(
             host=environment.string("BROADCASTER_HOST", cls.host, env=env),
             port=environment.integer("BROADCASTER_PORT", cls.port, minimum=1, env=env),
-            redis_url=environment.string("REDIS_URL", cls.redis_url, env=env),
+            metrics_port=environment.integer(
+                "BROADCASTER_METRICS_PORT", cls.metrics_port, minimum=1, env=env
+            ),
+            redis_url=redisurl.validate(environment.string("REDIS_URL", cls.redis_url, env=env)),
             auth_timeout=environment.number(
                 "BROADCASTER_AUTH_TIMEOUT", cls.auth_timeout, minimum=0.1, env=env
             ),
             max_pending=environment.integer(
                 "BROADCASTER_MAX_PENDING", cls.max_pending, minimum=1, env=env
+            ),
+            max_connections=environment.integer(
+                "BROADCASTER_MAX_CONNECTIONS", cls.max_connections, minimum=1, env=env
             ),
             drain_seconds=environment.number(
                 "BROADCASTER_DRAIN_SECONDS", cls.drain_seconds, env=env
@@ -82,3 +94,8 @@ class Config:
             ),
             retention=Retention.from_env(env),
         )
+        if config.metrics_port == config.port:
+            raise ConfigurationError(
+                f"BROADCASTER_METRICS_PORT must differ from BROADCASTER_PORT ({config.port})"
+            )
+        return config

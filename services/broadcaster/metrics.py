@@ -1,4 +1,4 @@
-"""Counters and gauges, rendered in the Prometheus text exposition format."""
+"""Counters and gauges, rendered in the Prometheus text format for the metrics port."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class Metrics:
     resumes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     auth_failures: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
-    def render(self, *, connections: int, pending: int, ready: bool) -> str:
+    def render(self, *, connections: int, pending: int, ready: bool, max_connections: int) -> str:
         """Return the exposition text, with the current gauges."""
         auth_failures: dict[str, float] = {
             f'{{reason="{reason}"}}': count for reason, count in sorted(self.auth_failures.items())
@@ -42,7 +42,18 @@ class Metrics:
         families: list[tuple[str, str, str, Mapping[str, float]]] = [
             ("connections", "gauge", "Authenticated connections open now.", {"": connections}),
             ("pending_connections", "gauge", "Connections waiting for their token.", {"": pending}),
-            ("ready", "gauge", "1 when reading the event log and not draining.", {"": int(ready)}),
+            (
+                "ready",
+                "gauge",
+                "1 when reading the event log, not draining and not full.",
+                {"": int(ready)},
+            ),
+            (
+                "max_connections",
+                "gauge",
+                "Connections, pending and authenticated, at which new ones are refused.",
+                {"": max_connections},
+            ),
             (
                 "connections_opened_total",
                 "counter",
@@ -52,7 +63,7 @@ class Metrics:
             (
                 "connections_refused_total",
                 "counter",
-                "Connections refused before the handshake (limit or draining).",
+                "Connections refused before the handshake (full, limit, not loaded, draining).",
                 {"": self.connections_refused},
             ),
             (

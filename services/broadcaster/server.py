@@ -1,9 +1,11 @@
 """The WebSocket server's wiring: authenticate, resume or register, drain on SIGTERM.
 
-The concerns live beside it: :mod:`.auth` (who a token is), :mod:`.log`
-(reading the event log), :mod:`.history` (its window in memory),
-:mod:`.resume` (the resuming conversation), :mod:`.fanout` (writing to
-clients), :mod:`.registry` (who may see what).
+The public port serves WebSocket clients, /healthz and /readyz; /metrics is
+on the metrics port only. The concerns live beside it: :mod:`.auth` (who a
+token is), :mod:`.log` (reading the event log), :mod:`.history` (its window
+in memory), :mod:`.resume` (the resuming conversation), :mod:`.fanout`
+(writing to clients), :mod:`.registry` (who may see what),
+:mod:`.metrics_port` (the metrics listener).
 """
 
 from __future__ import annotations
@@ -23,13 +25,12 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Origin
 
-from shared import prometheus
-
 from .auth import Identity, access_of, identify
 from .config import Config
 from .fanout import Fanout, client_address
 from .log import EventLogReader
 from .metrics import Metrics
+from .metrics_port import serve_metrics
 from .resume import Hello, parse_hello, resume
 
 logger = logging.getLogger(__name__)
@@ -60,40 +61,65 @@ class Broadcaster:
             slow_client_buffer=config.slow_client_buffer,
             access_of=access_of,
         )
+        #: Connections past the handshake whose handler still runs: pending
+        #: (authenticating) and authenticated ones.
+        self.open = 0
         self.pending = 0
         self.draining = False
 
     @property
+    def full(self) -> bool:
+        """Whether ``max_connections`` are open.
+
+        Handshakes answered in the same moment may overshoot it by a few:
+        they are counted once their handler starts.
+        """
+        return self.open >= self.config.max_connections
+
+    @property
     def ready(self) -> bool:
-        """Whether to take new clients: reading the event log and not draining."""
-        return self.log.reading and not self.draining
+        """Whether to take new clients: reading the event log, not draining, not full."""
+        return self.log.reading and not self.draining and not self.full
+
+    def render_metrics(self) -> str:
+        """The metrics port's text."""
+        return self.metrics.render(
+            connections=len(self.fanout),
+            pending=self.pending,
+            ready=self.ready,
+            max_connections=self.config.max_connections,
+        )
 
     # HTTP, before the WebSocket handshake.
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Answer the health checks and metrics; refuse upgrades when saturated."""
+        """Answer the health checks; refuse upgrades when draining, full or saturated.
+
+        /metrics is on the metrics port: here it is 404, never an upgrade.
+        """
         path = request.path.partition("?")[0]
         if path == "/healthz":
             return connection.respond(200, "ok\n")
         if path == "/readyz":
             if self.ready:
                 return connection.respond(200, "ready\n")
-            return connection.respond(503, "draining\n" if self.draining else "log unavailable\n")
+            if self.draining:
+                return connection.respond(503, "draining\n")
+            if not self.log.reading:
+                return connection.respond(503, "log unavailable\n")
+            return connection.respond(503, "full\n")
         if path == "/metrics":
-            response = connection.respond(
-                200,
-                self.metrics.render(
-                    connections=len(self.fanout), pending=self.pending, ready=self.ready
-                ),
-            )
-            response.headers["Content-Type"] = prometheus.CONTENT_TYPE
-            return response
+            return connection.respond(404, "not found\n")
         if self.draining:
             self.metrics.connections_refused += 1
             return connection.respond(503, "shutting down\n")
         if self.log.history is None:
             self.metrics.connections_refused += 1
             return connection.respond(503, "event log not loaded yet\n")
+        if self.full:
+            self.metrics.connections_refused += 1
+            logger.warning("event=refused reason=full connections=%d", self.open)
+            return connection.respond(503, "full\n")
         if self.pending >= self.config.max_pending:
             self.metrics.connections_refused += 1
             logger.warning("event=refused reason=too_many_pending pending=%d", self.pending)
@@ -103,6 +129,14 @@ class Broadcaster:
     # WebSocket connections.
 
     async def handler(self, websocket: ServerConnection) -> None:
+        """Serve one client, counted in :attr:`open` until it leaves."""
+        self.open += 1
+        try:
+            await self.serve_client(websocket)
+        finally:
+            self.open -= 1
+
+    async def serve_client(self, websocket: ServerConnection) -> None:
         """Authenticate the client, resume it if asked, keep it registered until it leaves."""
         assert self.log.history is not None  # process_request refuses connections before
         # Events and access changes after this position are applied to the
@@ -202,28 +236,37 @@ class Broadcaster:
         # Browsers send Origin: only the site's own are accepted. Other clients
         # (python -m websockets) send none, and have no cookies to abuse.
         origins = [*(Origin(origin) for origin in settings.CSRF_TRUSTED_ORIGINS), None]
-        async with serve(
-            self.handler,
-            self.config.host,
-            self.config.port,
-            process_request=self.process_request,
-            origins=origins,
-            # Messages are small JSON documents: per-connection compression
-            # contexts would cost far more memory than they save bandwidth.
-            compression=None,
-            # write_limit is left alone: only send() waits on it, and events go
-            # out through broadcast(), which doesn't; _keeping_up() bounds that.
-            max_size=MAX_MESSAGE_SIZE,
-            max_queue=MAX_QUEUE,
-            ping_interval=self.config.ping_interval,
-            ping_timeout=self.config.ping_interval,
-            close_timeout=self.config.close_timeout,
-        ) as server:
+        async with (
+            # Closes after the public port: scrapes go on while draining.
+            serve_metrics(self.render_metrics, self.config.host, self.config.metrics_port),
+            serve(
+                self.handler,
+                self.config.host,
+                self.config.port,
+                process_request=self.process_request,
+                origins=origins,
+                # Messages are small JSON documents: per-connection compression
+                # contexts would cost far more memory than they save bandwidth.
+                compression=None,
+                # write_limit is left alone: only send() waits on it, and events go
+                # out through broadcast(), which doesn't; _keeping_up() bounds that.
+                max_size=MAX_MESSAGE_SIZE,
+                max_queue=MAX_QUEUE,
+                ping_interval=self.config.ping_interval,
+                ping_timeout=self.config.ping_interval,
+                close_timeout=self.config.close_timeout,
+            ) as server,
+        ):
             log = asyncio.create_task(self.log.run())
             positions = asyncio.create_task(
                 self.fanout.send_positions(self.log, self.config.position_seconds)
             )
-            logger.info("event=listening host=%s port=%d", self.config.host, self.config.port)
+            logger.info(
+                "event=listening host=%s port=%d metrics_port=%d",
+                self.config.host,
+                self.config.port,
+                self.config.metrics_port,
+            )
             await asyncio.wait([stop, log, positions], return_when=asyncio.FIRST_COMPLETED)
             await self.drain(server)
             for task in (log, positions):

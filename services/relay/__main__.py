@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 
+from shared import metricsserver
 from shared.program import start
 
 from .config import Config
@@ -23,12 +24,25 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     relay = Relay(config)
-    server = health.serve(relay, config.host, config.port)
-    logger.info("event=listening host=%s port=%d", config.host, config.port)
+    servers = [
+        health.serve(relay, config.host, config.port),
+        metricsserver.serve(
+            lambda: relay.metrics.render(ready=relay.ready, leader=relay.leader),
+            host=config.host,
+            port=config.metrics_port,
+        ),
+    ]
+    logger.info(
+        "event=listening host=%s port=%d metrics_port=%d",
+        config.host,
+        config.port,
+        config.metrics_port,
+    )
     try:
         relay.run(stop)
     finally:
-        server.shutdown()
+        for server in servers:
+            server.shutdown()
     logger.info("event=stopped")
 
 

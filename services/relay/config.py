@@ -8,15 +8,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from shared import environment
+from shared import environment, redisurl
+from shared.environment import ConfigurationError
 from shared.eventlog import Retention
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
-    #: Interface and port of /healthz, /readyz and /metrics.
+    #: Interface and port of /healthz and /readyz.
     host: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
     port: int = 8001
+    #: Port of /metrics, on the same interface.
+    metrics_port: int = 9000
     #: Redis holding the event log.
     redis_url: str = "redis://localhost:6379/0"
     #: How much history to keep (EVENT_HISTORY_SECONDS, EVENT_HISTORY_MAX_EVENTS).
@@ -25,9 +28,17 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Build the configuration from ``RELAY_*``, ``REDIS_URL`` and ``EVENT_HISTORY_*``."""
-        return cls(
+        config = cls(
             host=environment.string("RELAY_HOST", cls.host, env=env),
             port=environment.integer("RELAY_PORT", cls.port, minimum=1, env=env),
-            redis_url=environment.string("REDIS_URL", cls.redis_url, env=env),
+            metrics_port=environment.integer(
+                "RELAY_METRICS_PORT", cls.metrics_port, minimum=1, env=env
+            ),
+            redis_url=redisurl.validate(environment.string("REDIS_URL", cls.redis_url, env=env)),
             retention=Retention.from_env(env),
         )
+        if config.metrics_port == config.port:
+            raise ConfigurationError(
+                f"RELAY_METRICS_PORT must differ from RELAY_PORT ({config.port})"
+            )
+        return config

@@ -1,12 +1,14 @@
-"""/healthz, /readyz and /metrics for the relay, from a thread of their own."""
+"""/healthz and /readyz for the relay, from a thread of their own.
+
+/metrics is on the metrics port (:mod:`shared.metricsserver`): here it is
+404, like any other path.
+"""
 
 from __future__ import annotations
 
 import http.server
 import threading
 from typing import Any
-
-from shared import prometheus
 
 from .relay import Relay
 
@@ -15,22 +17,22 @@ def serve(relay: Relay, host: str, port: int) -> http.server.ThreadingHTTPServer
     """Start answering on ``host:port`` in a daemon thread; return the server."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        # A client that stalls mid-request doesn't keep its thread forever.
+        timeout = 10
+
         def do_GET(self) -> None:
             path = self.path.partition("?")[0]
             if path == "/healthz":
                 self._answer(200, "ok\n")
             elif path == "/readyz":
                 self._answer(200, "ready\n") if relay.ready else self._answer(503, "unavailable\n")
-            elif path == "/metrics":
-                body = relay.metrics.render(ready=relay.ready, leader=relay.leader)
-                self._answer(200, body, prometheus.CONTENT_TYPE)
             else:
                 self._answer(404, "not found\n")
 
-        def _answer(self, status: int, body: str, content_type: str = "text/plain") -> None:
+        def _answer(self, status: int, body: str) -> None:
             data = body.encode()
             self.send_response(status)
-            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

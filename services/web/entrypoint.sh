@@ -1,7 +1,8 @@
 #!/bin/sh
 # Starts Django under gunicorn; exec, so that gunicorn receives the signals.
-# Migrations and collectstatic are separate steps, run once per release
-# (see the README), not by every replica as it starts.
+# Not here: migrations (`manage.py migrate_when_ready`, compose's migrate
+# service and the pods' init container) and static files (collected when the
+# image is built).
 set -eu
 cd "$(dirname "$0")/.."
 exec gunicorn --config python:web.gunicorn_conf web.wsgi

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 
-from shared import environment
+from shared import environment, metricsserver
+from web.notifications import metrics
 
 bind = f"0.0.0.0:{environment.integer('WEB_PORT', 8000, minimum=1)}"
+#: Where the master serves /metrics, for all workers at once (not a gunicorn setting).
+metrics_port = environment.integer("WEB_METRICS_PORT", 9000, minimum=1)
 # gunicorn's advice is 2 x cores + 1; capped, since a container often sees
 # more cores than its CPU limit grants. Scale out with replicas instead.
 workers = environment.integer(
@@ -26,3 +29,13 @@ control_socket_disable = True
 # Only the edge proxy can reach web (compose networks, NetworkPolicy), so its
 # X-Forwarded-* headers are trusted. Narrow this when that isn't the case.
 forwarded_allow_ips = environment.string("FORWARDED_ALLOW_IPS", "*")
+
+
+def on_starting(server: object) -> None:
+    # In the master, before any worker forks: they all inherit the one count.
+    metrics.share_between_workers()
+
+
+def when_ready(server: object) -> None:
+    # The master's thread: workers come and go, the count and its port stay.
+    metricsserver.serve(metrics.exposition, port=metrics_port)

@@ -6,7 +6,7 @@
 #
 #   tests/e2e/compose-stack.sh up | down | token USER | superuser | scale N
 #   tests/e2e/compose-stack.sh broadcasters | metrics ID | restart ID | kill ID
-#   tests/e2e/compose-stack.sh redis restart|kill | relay-metrics | logs
+#   tests/e2e/compose-stack.sh redis restart|kill | relay-metrics | web-metrics | logs
 #
 # Environment: COMPOSE_PROJECT_NAME, SITE_PORT, WEBSOCKET_PORT, BROADCASTERS,
 # TAIL, as for make.
@@ -20,19 +20,20 @@ make() { command make --no-print-directory "$@"; }
 compose() { $COMPOSE "$@"; } # two words for v2: split on purpose
 usage() {
   echo "usage: $0 up | down | token USER | superuser | scale N | broadcasters | metrics ID" \
-    "| restart ID | kill ID | redis restart|kill | relay-metrics | logs" >&2
+    "| restart ID | kill ID | redis restart|kill | relay-metrics | web-metrics | logs" >&2
   exit 2
 }
 case ${1:-}/$# in
-  up/1 | down/1 | superuser/1 | broadcasters/1 | relay-metrics/1 | logs/1) ;;
+  up/1 | down/1 | superuser/1 | broadcasters/1 | relay-metrics/1 | web-metrics/1 | logs/1) ;;
   token/2 | scale/2 | metrics/2 | restart/2 | kill/2) ;;
   redis/2) [[ $2 == restart || $2 == kill ]] || usage ;;
   *) usage ;;
 esac
 
-# The metrics ports aren't published: read them from inside the container.
+# The metrics ports (9000, every app service) aren't published, and the edge
+# doesn't route to them: read them from inside the container.
 read_metrics() {
-  docker exec "$1" python -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$2/metrics', timeout=10).read().decode())"
+  docker exec "$1" python -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9000/metrics', timeout=10).read().decode())"
 }
 
 # The one container of a service (redis, relay).
@@ -55,7 +56,7 @@ case $1 in
       docker inspect --format '{{if .State.Running}}{{.Id}}{{end}}' "$id"
     done
     ;;
-  metrics) read_metrics "$2" 8888 ;;
+  metrics) read_metrics "$2" ;;
   restart)
     docker restart "$2" >/dev/null
     scripts/wait-healthy.sh "$COMPOSE"
@@ -82,8 +83,11 @@ case $1 in
     done
     ;;
   relay-metrics)
-    id=$(container relay)
-    read_metrics "$id" 8001
+    read_metrics "$(container relay)"
+    ;;
+  web-metrics)
+    # One series for all of gunicorn's workers: ask any web container.
+    read_metrics "$(compose ps -q web | head -n 1)"
     ;;
   logs) make logs TAIL="${TAIL:-200}" ;;
 esac

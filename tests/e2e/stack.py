@@ -20,6 +20,7 @@ stack goes through one program, the stack command, which answers these verbs:
     redis kill         SIGKILL Redis, then start it again; return once it
                        answers (either way it comes back empty: it keeps no data)
     relay-metrics      print the relay's /metrics
+    web-metrics        print web's /metrics (one series for all its workers)
     logs               print every service's logs (TAIL lines each, or all)
 
 `tests/e2e/compose-stack.sh` answers them for compose with the Makefile's
@@ -308,6 +309,9 @@ class Stack:
 
     def relay_metrics(self) -> dict[str, float]:
         return _samples(self.run("relay-metrics", timeout=120).stdout)
+
+    def web_metrics(self) -> dict[str, float]:
+        return _samples(self.run("web-metrics", timeout=120).stdout)
 
     # Connections, as the broadcasters count them.
 

@@ -9,12 +9,15 @@ from shared.environment import ConfigurationError
 def test_defaults() -> None:
     config = Config.from_env({})
     assert (config.port, config.auth_timeout, config.max_pending) == (8888, 5.0, 1000)
+    assert (config.metrics_port, config.max_connections) == (9000, 10_000)
 
 
 def test_from_environment() -> None:
     config = Config.from_env(
         {
             "BROADCASTER_PORT": "9000",
+            "BROADCASTER_METRICS_PORT": "9100",
+            "BROADCASTER_MAX_CONNECTIONS": "1",
             "REDIS_URL": "redis://redis:6379/1",
             "BROADCASTER_DRAIN_SECONDS": "2.5",
         }
@@ -24,8 +27,27 @@ def test_from_environment() -> None:
         "redis://redis:6379/1",
         2.5,
     )
+    assert (config.metrics_port, config.max_connections) == (9100, 1)
 
 
 def test_bad_value_names_the_variable() -> None:
     with pytest.raises(ConfigurationError, match="BROADCASTER_PORT must be an integer"):
         Config.from_env({"BROADCASTER_PORT": "http"})
+
+
+def test_at_least_one_connection() -> None:
+    with pytest.raises(ConfigurationError, match="BROADCASTER_MAX_CONNECTIONS must be at least 1"):
+        Config.from_env({"BROADCASTER_MAX_CONNECTIONS": "0"})
+
+
+def test_metrics_port_differs_from_the_public_one() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"BROADCASTER_METRICS_PORT must differ from BROADCASTER_PORT"
+    ):
+        Config.from_env({"BROADCASTER_PORT": "9000"})
+
+
+def test_redis_url_is_checked() -> None:
+    # A typo in a TLS option would otherwise connect without verifying the server.
+    with pytest.raises(ConfigurationError, match=r"REDIS_URL.*ssl_ca_cert"):
+        Config.from_env({"REDIS_URL": "rediss://redis:6380/0?ssl_ca_cert=/ca.crt"})

@@ -7,9 +7,11 @@ import dataclasses
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from unittest import mock
 
@@ -23,12 +25,14 @@ from sesame.utils import get_token
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from shared import prometheus
 from shared.events import Event
 from testing import (
     SERVICES,
     BroadcasterProcess,
     PostgresServer,
     RedisServer,
+    http_get,
     http_status,
     wait_until,
 )
@@ -140,6 +144,48 @@ def test_unauthenticated_connections_are_limited(
             lambda: broadcaster.metrics()["broadcaster_pending_connections"] == 2,
             "two pending connections",
         )
+        with pytest.raises(InvalidStatus) as info:
+            connect(broadcaster.url)
+        assert info.value.response.status_code == 503
+
+
+def test_connections_are_capped(start_broadcaster: Callable[..., BroadcasterProcess]) -> None:
+    broadcaster = start_broadcaster(BROADCASTER_MAX_CONNECTIONS="3")
+    readyz = f"{broadcaster.http}/readyz"
+    root = user("root", is_superuser=True)
+    with contextlib.ExitStack() as stack:
+        clients = [
+            stack.enter_context(authenticated(broadcaster, token_for(root))) for _ in range(3)
+        ]
+        assert http_get(readyz)[:2] == (503, "full\n")
+        with pytest.raises(InvalidStatus) as info:
+            connect(broadcaster.url)
+        assert (info.value.response.status_code, info.value.response.body) == (503, b"full\n")
+        metrics = broadcaster.metrics()
+        assert metrics["broadcaster_max_connections"] == 3
+        assert metrics["broadcaster_connections_refused_total"] == 1
+        assert metrics["broadcaster_ready"] == 0
+
+        clients.pop().close()
+        wait_until(lambda: http_status(readyz) == 200, "room for one more")
+        with authenticated(broadcaster, token_for(root)) as newcomer:
+            event = event_for(Group, "for the newcomer")
+            publish(event)
+            assert receive(newcomer) == event
+            assert receive(clients[0]) == event
+
+
+def test_pending_connections_count_towards_the_cap(
+    start_broadcaster: Callable[..., BroadcasterProcess],
+) -> None:
+    broadcaster = start_broadcaster(BROADCASTER_MAX_CONNECTIONS="2", BROADCASTER_AUTH_TIMEOUT="30")
+    root = user("root", is_superuser=True)
+    with authenticated(broadcaster, token_for(root)), connect(broadcaster.url):
+        wait_until(
+            lambda: broadcaster.metrics()["broadcaster_pending_connections"] == 1,
+            "one pending connection",
+        )
+        assert http_get(f"{broadcaster.http}/readyz")[:2] == (503, "full\n")
         with pytest.raises(InvalidStatus) as info:
             connect(broadcaster.url)
         assert info.value.response.status_code == 503
@@ -279,11 +325,46 @@ def test_sigterm_closes_clients_with_1001_and_exits(
 
 
 def test_health_endpoints(broadcaster: BroadcasterProcess) -> None:
-    assert http_status(f"{broadcaster.http}/healthz") == 200
-    assert http_status(f"{broadcaster.http}/readyz") == 200
+    assert http_get(f"{broadcaster.http}/healthz")[:2] == (200, "ok\n")
+    assert http_get(f"{broadcaster.http}/readyz")[:2] == (200, "ready\n")
     metrics = broadcaster.metrics()
     assert metrics["broadcaster_ready"] == 1
     assert metrics["broadcaster_connections"] == 0
+    assert metrics["broadcaster_max_connections"] == 10_000
+
+
+def test_metrics_are_on_the_metrics_port_only(broadcaster: BroadcasterProcess) -> None:
+    assert http_get(f"{broadcaster.http}/metrics")[:2] == (404, "not found\n")
+    with pytest.raises(InvalidStatus) as info:
+        connect(broadcaster.url + "metrics")
+    assert info.value.response.status_code == 404
+
+    status, text, content_type = http_get(f"{broadcaster.metrics_http}/metrics?x=1")
+    assert (status, content_type) == (200, prometheus.CONTENT_TYPE)
+    with urllib.request.urlopen(f"{broadcaster.metrics_http}/metrics") as response:  # noqa: S310
+        assert response.headers.get_all("Content-Type") == [prometheus.CONTENT_TYPE]
+    assert "# TYPE broadcaster_connections gauge" in text
+    for path in ("/healthz", "/readyz", "/", "/metricsx"):
+        assert http_get(f"{broadcaster.metrics_http}{path}")[:2] == (404, "not found\n")
+    # It never upgrades, not even a handshake to /metrics.
+    for path in ("/", "/metrics"):
+        with pytest.raises(InvalidStatus) as info:
+            connect(f"ws://127.0.0.1:{broadcaster.metrics_port}{path}")
+        assert info.value.response.status_code == (200 if path == "/metrics" else 404)
+
+
+def test_metrics_port_is_served_while_draining(
+    start_broadcaster: Callable[..., BroadcasterProcess],
+) -> None:
+    broadcaster = start_broadcaster(BROADCASTER_DRAIN_SECONDS="3")
+    root = user("root", is_superuser=True)
+    with authenticated(broadcaster, token_for(root)), authenticated(broadcaster, token_for(root)):
+        broadcaster.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: "event=draining" in broadcaster.output(), "the drain to start")
+        assert http_status(f"{broadcaster.http}/readyz") in (503, None)
+        assert broadcaster.metrics()["broadcaster_ready"] == 0
+        assert broadcaster.process.wait(timeout=RECEIVE_TIMEOUT) == 0
+    assert http_status(f"{broadcaster.metrics_http}/metrics") is None
 
 
 def test_missing_configuration_fails_fast() -> None:

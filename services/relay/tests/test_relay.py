@@ -9,9 +9,11 @@ import pytest
 import redis
 
 from relay.config import Config
+from shared import prometheus
+from shared.environment import ConfigurationError
 from shared.eventlog import EPOCH_KEY, STREAM, Position, parse_event_id
 from shared.events import CHANNEL, Event
-from testing import RedisServer, RelayProcess, http_status, wait_until
+from testing import RedisServer, RelayProcess, http_get, http_status, wait_until
 from web.notifications.models import OutboxEvent
 from web.notifications.publishing import publish
 
@@ -196,6 +198,18 @@ def test_sigterm_stops_the_relay(relay: RelayProcess) -> None:
     assert "event=stopped" in relay.output()
 
 
+def test_health_and_metrics_ports(relay: RelayProcess) -> None:
+    assert http_get(f"{relay.http}/healthz")[:2] == (200, "ok\n")
+    assert http_get(f"{relay.http}/readyz")[:2] == (200, "ready\n")
+    assert http_get(f"{relay.http}/metrics")[:2] == (404, "not found\n")
+
+    status, text, content_type = http_get(f"{relay.metrics_http}/metrics?x=1")
+    assert (status, content_type) == (200, prometheus.CONTENT_TYPE)
+    assert "relay_ready 1" in text.splitlines()
+    for path in ("/healthz", "/readyz", "/"):
+        assert http_get(f"{relay.metrics_http}{path}")[:2] == (404, "not found\n")
+
+
 def test_configuration() -> None:
     config = Config.from_env({"RELAY_PORT": "9001", "EVENT_HISTORY_SECONDS": "60"})
     assert (config.port, config.retention.seconds, config.retention.max_events) == (
@@ -203,3 +217,15 @@ def test_configuration() -> None:
         60.0,
         10_000,
     )
+    assert config.metrics_port == 9000
+    assert Config.from_env({"RELAY_METRICS_PORT": "9100"}).metrics_port == 9100
+
+
+def test_metrics_port_differs_from_the_public_one() -> None:
+    with pytest.raises(ConfigurationError, match="RELAY_METRICS_PORT must differ from RELAY_PORT"):
+        Config.from_env({"RELAY_PORT": "9000"})
+
+
+def test_redis_url_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match=r"REDIS_URL.*ssl_ca_cert"):
+        Config.from_env({"REDIS_URL": "rediss://redis:6380/0?ssl_ca_cert=/ca.crt"})

@@ -1,25 +1,19 @@
-"""``/healthz`` and ``/metrics``, answered before Django looks at the request.
+"""``/healthz``, answered before Django looks at the request.
 
-Load balancers, Kubernetes probes and Prometheus reach pods by IP address, with
-a Host header that ALLOWED_HOSTS rightly refuses; these endpoints must not
-depend on it, nor on the database. So this middleware comes first and answers
-without reading the host. The edge proxy keeps /metrics from the public.
+Load balancers and Kubernetes probes reach pods by IP address, with a Host
+header that ALLOWED_HOSTS rightly refuses; the health check must not depend
+on it, nor on the database. So this middleware comes first and answers
+without reading the host. Metrics are not here: gunicorn's master serves
+them, for all workers, on WEB_METRICS_PORT (:mod:`web.notifications.metrics`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from shared import prometheus
-from shared.prometheus import Family
-
-from .publishing import counters
-
 HEALTH_PATH = "/healthz"
-METRICS_PATH = "/metrics"
 
 
 def healthz() -> HttpResponse:
@@ -27,23 +21,7 @@ def healthz() -> HttpResponse:
     return HttpResponse("ok\n", content_type="text/plain")
 
 
-def metrics() -> HttpResponse:
-    """Publishing counters in the Prometheus text format, for this worker process."""
-    worker = f'{{pid="{os.getpid()}"}}'
-    body = prometheus.render(
-        [
-            Family(
-                "web_events_published_total",
-                "counter",
-                "Log entries (events and access changes) committed to the outbox by this worker.",
-                {worker: counters.published},
-            ),
-        ]
-    )
-    return HttpResponse(body, content_type=prometheus.CONTENT_TYPE)
-
-
-ENDPOINTS: dict[str, Callable[[], HttpResponse]] = {HEALTH_PATH: healthz, METRICS_PATH: metrics}
+ENDPOINTS: dict[str, Callable[[], HttpResponse]] = {HEALTH_PATH: healthz}
 
 
 class OperationsMiddleware:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +28,7 @@ from django.db.models.signals import post_save
 
 from shared.events import AccessChange, Event
 
+from . import metrics
 from .models import OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -40,20 +40,6 @@ FALLBACK_MESSAGES = {ADDITION: "Added.", CHANGE: "Changed.", DELETION: "Deleted.
 # Set on a LogEntry once its event is scheduled, so that no path announces it twice.
 _SCHEDULED = "_notifications_scheduled"
 
-
-class Counters:
-    """Per-process count of events committed to the outbox (gunicorn: per worker)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.published = 0
-
-    def add(self, count: int) -> None:
-        with self._lock:
-            self.published += count
-
-
-counters = Counters()
 
 #: PostgreSQL channel the relay listens on; NOTIFY is delivered at commit.
 OUTBOX_CHANNEL = "notifications_outbox"
@@ -94,7 +80,7 @@ def publish(*events: Event | AccessChange) -> None:
     )
     with connection.cursor() as cursor:
         cursor.execute(f"NOTIFY {OUTBOX_CHANNEL}")
-    transaction.on_commit(functools.partial(counters.add, len(events)))
+    transaction.on_commit(functools.partial(metrics.count_published, len(events)))
 
 
 def schedule(entries: list[LogEntry]) -> None:

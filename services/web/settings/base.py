@@ -6,38 +6,12 @@ The variables are listed in the README's configuration table.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit
 
-from shared import environment
+from shared import environment, redisurl
+
+from .database import database_from_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def database_from_url(url: str) -> dict[str, Any]:
-    """Translate ``postgres://user:password@host:port/name`` into Django's form."""
-    parts = urlsplit(url)
-    if parts.scheme not in {"postgres", "postgresql"}:
-        raise environment.ConfigurationError(
-            f"DATABASE_URL must start with postgres://, got {parts.scheme or 'nothing'}://"
-        )
-    name = unquote(parts.path.lstrip("/"))
-    if not name:
-        raise environment.ConfigurationError("DATABASE_URL must name a database")
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": name,
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname or "",
-        "PORT": str(parts.port or ""),
-        # Long-running processes (the broadcaster, gunicorn workers) keep their
-        # connection and check it before use, so that a restarted PostgreSQL
-        # costs one reconnection instead of an error.
-        "CONN_MAX_AGE": 60,
-        "CONN_HEALTH_CHECKS": True,
-    }
-
 
 DEBUG = False
 
@@ -90,7 +64,7 @@ TEMPLATES = [
 
 DATABASES = {"default": database_from_url(environment.string("DATABASE_URL"))}
 
-REDIS_URL = environment.string("REDIS_URL", "redis://localhost:6379/0")
+REDIS_URL = redisurl.validate(environment.string("REDIS_URL", "redis://localhost:6379/0"))
 
 # django-redis, as in the how-to: the cache, and the connection that publishes
 # events. Short timeouts: an admin save must not hang when Redis is away.

@@ -6,33 +6,7 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-from shared.environment import ConfigurationError
 from testing import SERVICES
-from web.settings.base import database_from_url
-
-
-def test_database_url() -> None:
-    assert database_from_url("postgres://app:s%40cret@db:5433/notifications") == {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": "notifications",
-        "USER": "app",
-        "PASSWORD": "s@cret",
-        "HOST": "db",
-        "PORT": "5433",
-        "CONN_MAX_AGE": 60,
-        "CONN_HEALTH_CHECKS": True,
-    }
-
-
-@pytest.mark.parametrize(
-    ("url", "error"),
-    [("mysql://db/app", "must start with postgres://"), ("postgres://db", "must name a database")],
-)
-def test_bad_database_url(url: str, error: str) -> None:
-    with pytest.raises(ConfigurationError, match=error):
-        database_from_url(url)
 
 
 def load_settings(module: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -64,3 +38,24 @@ def test_production_loads_with_both() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "loaded"
+
+
+def test_a_bad_database_option_stops_the_settings() -> None:
+    result = load_settings(
+        "web.settings.production",
+        DJANGO_SECRET_KEY="x" * 50,
+        DATABASE_URL="postgres://db/app?sslmode=verify",
+    )
+    assert result.returncode != 0
+    assert "DATABASE_URL: sslmode must be one of" in result.stderr
+
+
+def test_a_bad_redis_url_stops_the_settings() -> None:
+    result = load_settings(
+        "web.settings.production",
+        DJANGO_SECRET_KEY="x" * 50,
+        DATABASE_URL="postgres://db/app",
+        REDIS_URL="redis://redis:6379/0?ssl_ca_certs=/ca.crt",
+    )
+    assert result.returncode != 0
+    assert "REDIS_URL: TLS options (ssl_ca_certs) need rediss://" in result.stderr
