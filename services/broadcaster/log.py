@@ -94,7 +94,12 @@ class EventLogReader:
 
     async def _connect_and_read(self) -> None:
         client = redis.asyncio.Redis.from_url(
-            self.url, socket_connect_timeout=5, socket_keepalive=True
+            self.url,
+            socket_connect_timeout=5,
+            # Longer than XREAD's block: redis-py would otherwise read with the
+            # connect timeout, and a quiet log would look like a lost Redis.
+            socket_timeout=self.check_interval * 2 + 1,
+            socket_keepalive=True,
         )
         try:
             if self.history is None:

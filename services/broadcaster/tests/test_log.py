@@ -179,3 +179,40 @@ def test_a_silent_redis_is_noticed_and_reading_resumes_where_it_was(
     asyncio.run(main())
     assert names(received) == ["during", "after"]
     assert metrics.redis_reconnects >= 1
+
+
+def test_a_quiet_log_is_not_a_lost_redis(redis_server: RedisServer) -> None:
+    # XREAD blocks longer than the connect timeout (5 s): a read must not
+    # time out while Redis simply has nothing to say.
+    writer = Writer(redis_server.url)
+    metrics = Metrics()
+    received: list[Entry] = []
+    interrupted: list[bool] = []
+
+    async def main() -> None:
+        reader = EventLogReader(
+            redis_server.url,
+            received.extend,
+            metrics=metrics,
+            retention=Retention(),
+            check_interval=5.5,
+            first_retry=0.1,
+            last_retry=0.5,
+        )
+
+        async def watch() -> None:
+            while True:
+                if not reader.reading:
+                    interrupted.append(True)
+                await asyncio.sleep(0.05)
+
+        async with reading(reader):
+            watcher = asyncio.create_task(watch())
+            await asyncio.sleep(6.5)  # quiet for longer than one XREAD's block
+            writer.append("after the quiet")
+            await until(lambda: len(received) == 1)
+            watcher.cancel()
+
+    asyncio.run(main())
+    assert names(received) == ["after the quiet"]
+    assert (metrics.redis_reconnects, interrupted) == (0, [])
