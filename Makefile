@@ -116,7 +116,7 @@ SHELL_SCRIPTS := .ci/run $(wildcard scripts/*.sh images/*.sh images/*/*.sh k8s/s
 lint: venv ## Check formatting, lint and types (ruff, mypy, shellcheck)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy services tests/e2e
+	$(BIN)/mypy services tests/e2e bench
 	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck" >&2; exit 1; }
 	shellcheck $(SHELL_SCRIPTS)
 
@@ -126,8 +126,8 @@ format: venv ## Format the code and apply safe lint fixes
 	$(BIN)/ruff check --fix .
 
 .PHONY: unit
-unit: venv ## Services' tests, against PostgreSQL and Redis servers they start
-	$(BIN)/pytest services
+unit: venv ## Services' tests and the bench's self-check, against PostgreSQL and Redis servers they start
+	$(BIN)/pytest services bench
 
 .PHONY: e2e
 e2e: venv ## End-to-end suite: starts its own stack (project notifications-e2e), drives it, removes it
@@ -149,6 +149,20 @@ lock: venv ## Recompile the lock files from the .in files (needs PyPI)
 	  requirements-dev.in -o requirements-dev.txt
 	$(BIN)/uv pip compile --quiet --python-version $(PYTHON_VERSION) --generate-hashes \
 	  k8s/requirements.in -o k8s/requirements.txt
+
+##@ Performance
+
+# The bench (bench/, docs/performance.md): each server on a CPU of its own
+# with real PostgreSQL, Redis and relay, the load generator on the others.
+# Every BENCH_* variable of docs/performance.md is read from the environment;
+# these two are the ones most often changed. Not part of `make test`.
+BENCH_CONNECTIONS ?= 1000,10000
+BENCH_SERVERS ?= broadcaster,baseline
+
+.PHONY: bench
+bench: venv ## Fan-out figures, broadcaster vs the how-to's design (BENCH_CONNECTIONS=1000,10000)
+	BENCH_CONNECTIONS="$(BENCH_CONNECTIONS)" BENCH_SERVERS="$(BENCH_SERVERS)" \
+	  PYTHONPATH=services $(BIN)/python -m bench
 
 ##@ Kubernetes
 

@@ -1,0 +1,105 @@
+"""The bench's users, tokens and events, through the Django project's own code.
+
+Import it after ``django.setup()``. Users are ``bench000000``, ``bench000001``…;
+those allowed to see the events belong to a group with ``auth.view_group``,
+and the events are about groups, so both servers find them visible through
+Django's ``ModelBackend``, as an administrator's change would be. Events are
+published exactly as the admin publishes them
+(:func:`web.notifications.publishing.publish` in a transaction: outbox,
+relay, Redis), and carry their sequence number in ``object_id``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+
+from django.contrib.auth.models import Group, Permission, User
+from django.contrib.contenttypes.models import ContentType
+from django.core.management import call_command
+from django.db import transaction
+from django.utils import timezone
+
+from shared.events import Event
+from web.notifications.publishing import publish
+from web.notifications.tokens import token_for
+
+GROUP = "bench viewers"
+#: Not a password: the marker of an unusable one, as Django's own starts with "!".
+UNUSABLE_PASSWORD = "!bench"  # noqa: S105
+
+
+@dataclasses.dataclass(frozen=True)
+class Population:
+    #: Users in order, and whether each may see the events.
+    users: list[User]
+    allowed: list[bool]
+    #: The content type of the events.
+    content_type_id: int
+
+
+def is_allowed(index: int, share: float) -> bool:
+    """Whether user ``index`` may see the events: ``share`` of them, evenly spread."""
+    return math.floor((index + 1) * share) > math.floor(index * share)
+
+
+def prepare(count: int, share: float) -> Population:
+    """Migrate the database and create ``count`` users, ``share`` of them allowed."""
+    call_command("migrate", interactive=False, verbosity=0)
+    content_type = ContentType.objects.get_for_model(Group)
+    group, _ = Group.objects.get_or_create(name=GROUP)
+    group.permissions.add(Permission.objects.get(content_type=content_type, codename="view_group"))
+    existing = User.objects.filter(username__startswith="bench").count()
+    User.objects.bulk_create(
+        [
+            User(username=f"bench{index:06d}", password=UNUSABLE_PASSWORD)
+            for index in range(existing, count)
+        ],
+        batch_size=5000,
+    )
+    users = list(User.objects.filter(username__startswith="bench").order_by("username")[:count])
+    allowed = [is_allowed(index, share) for index in range(len(users))]
+    membership = User.groups.through
+    membership.objects.bulk_create(
+        [
+            membership(user_id=u.pk, group_id=group.pk)
+            for u, a in zip(users, allowed, strict=True)
+            if a
+        ],
+        batch_size=5000,
+        ignore_conflicts=True,
+    )
+    return Population(users, allowed, content_type.pk)
+
+
+def hellos(users: list[User], *, resuming: bool) -> list[str]:
+    """Each user's first message: a fresh token, bare (the how-to's protocol) or in
+    the JSON form of the project's page, which the broadcaster welcomes."""
+    tokens = [token_for(user) for user in users]
+    if not resuming:
+        return tokens
+    return [json.dumps({"token": token, "last_id": None}) for token in tokens]
+
+
+def publish_events(first: int, count: int, content_type_id: int) -> float:
+    """Publish events ``first`` to ``first + count - 1`` in one transaction, as the
+    admin's bulk actions do; return when it committed."""
+    timestamp = timezone.now().isoformat()
+    events = [
+        Event(
+            model="group",
+            object=f"bench group {seq}",
+            message="Changed name.",
+            timestamp=timestamp,
+            user="bench",
+            content_type_id=content_type_id,
+            object_id=str(seq),
+            action="changed",
+        )
+        for seq in range(first, first + count)
+    ]
+    with transaction.atomic():
+        publish(*events)
+    return time.monotonic()

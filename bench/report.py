@@ -1,0 +1,205 @@
+"""Figures out of raw counts: percentiles, the tables on stdout, the JSON lines."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+Record = dict[str, Any]
+
+
+def percentile(ordered: Sequence[float], p: float) -> float | None:
+    """The nearest-rank ``p``-th percentile of sorted ``ordered``; ``None`` if empty."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+def append(directory: Path, records: Iterable[Record]) -> Path:
+    """Append ``records`` to ``directory/<UTC date>.jsonl``; return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d}.jsonl"
+    with path.open("a") as file:
+        for record in records:
+            file.write(json.dumps(record, sort_keys=True) + "\n")
+    return path
+
+
+def load(paths: Iterable[Path]) -> list[Record]:
+    records = []
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                records.append(json.loads(line))
+    return records
+
+
+# Tables, in Markdown: readable on a terminal, pasted as they are in docs.
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    milliseconds = seconds * 1000
+    return f"{milliseconds:,.0f}" if milliseconds >= 100 else f"{milliseconds:.1f}"
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    rows = [list(row) for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return (
+            "| " + " | ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)) + " |"
+        )
+
+    return "\n".join(
+        [line(header), "| " + " | ".join("-" * w for w in widths) + " |", *map(line, rows)]
+    )
+
+
+def connections_table(records: Sequence[Record]) -> str:
+    return _table(
+        [
+            "server",
+            "clients",
+            "accepted",
+            "refused",
+            "failed",
+            "connect+auth /s",
+            "server CPU ms / connection",
+            "KiB / connection",
+            "peak RSS MiB",
+        ],
+        (
+            [
+                r["server"],
+                _number(r["connections"]),
+                _number(r["accepted"]),
+                _number(r["refused"]),
+                _number(sum(r["failures"].values())),
+                _number(r["connect_per_second"]),
+                _number(r["connect_cpu_ms_per_connection"], 1),
+                _number(r["rss_per_connection_kib"], 1),
+                _number(r["rss_peak_kib"] / 1024),
+            ]
+            for r in records
+        ),
+    )
+
+
+PHASES = ("paced", "saturated")
+
+
+def deliveries_table(records: Sequence[Record]) -> str:
+    rows = []
+    for r in records:
+        for name in PHASES:
+            phase = r.get(name)
+            if phase is None:
+                continue
+            latency = phase["latency"]
+            rows.append(
+                [
+                    r["server"],
+                    _number(r["connections"]),
+                    name,
+                    f"{_number(phase['events'])} at {_number(phase['published_per_second'])}/s",
+                    _number(phase["deliveries_per_second"]),
+                    _number(phase["cpu_ms_per_1000"], 1),
+                    _share(phase.get("server_busy")),
+                    _number(phase["missing"]),
+                    _number(phase["duplicates"]),
+                    _ms(latency["p50"]),
+                    _ms(latency["p95"]),
+                    _ms(latency["p99"]),
+                    _ms(latency["max"]),
+                    _share(phase["generator_cpu_share"]),
+                ]
+            )
+    return _table(
+        [
+            "server",
+            "clients",
+            "phase",
+            "events",
+            "deliveries /s",
+            "server CPU ms / 1,000",
+            "server busy",
+            "lost",
+            "dup.",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "generator CPU",
+        ],
+        rows,
+    )
+
+
+def ratios_table(records: Sequence[Record], *, subject: str, reference: str) -> str:
+    """``reference`` / ``subject`` for each figure, at each connection count both ran."""
+    by_key = {(r["server"], r["connections"]): r for r in records}
+    rows = []
+    for connections in sorted({r["connections"] for r in records}):
+        ours, theirs = by_key.get((subject, connections)), by_key.get((reference, connections))
+        if ours is None or theirs is None:
+            continue
+
+        def ratio(value: float | None, other: float | None) -> str:
+            if not value or not other:
+                return "—"
+            return f"{value / other:.1f}×"  # noqa: RUF001 - a multiplication sign
+
+        def phase(record: Record, name: str, key: str) -> float | None:
+            figures: Record = record.get(name) or {}
+            value = figures.get("latency", {}).get(key) if key == "p99" else figures.get(key)
+            return None if value is None else float(value)
+
+        rows.append(
+            [
+                _number(connections),
+                ratio(
+                    phase(theirs, "saturated", "cpu_ms_per_1000"),
+                    phase(ours, "saturated", "cpu_ms_per_1000"),
+                ),
+                ratio(
+                    phase(theirs, "paced", "cpu_ms_per_1000"),
+                    phase(ours, "paced", "cpu_ms_per_1000"),
+                ),
+                ratio(theirs["rss_per_connection_kib"], ours["rss_per_connection_kib"]),
+                ratio(ours["connect_per_second"], theirs["connect_per_second"]),
+                ratio(
+                    phase(ours, "saturated", "deliveries_per_second"),
+                    phase(theirs, "saturated", "deliveries_per_second"),
+                ),
+                ratio(phase(theirs, "paced", "p99"), phase(ours, "paced", "p99")),
+            ]
+        )
+    return _table(
+        [
+            "clients",
+            "CPU / delivery, saturated",
+            "CPU / delivery, paced",
+            "memory / connection",
+            "connect+auth rate",
+            "deliveries /s, saturated",
+            "p99 latency, paced",
+        ],
+        rows,
+    )

@@ -1,0 +1,63 @@
+"""``python -m bench`` in miniature: 20 clients, each server, every count checked.
+
+A real run (PostgreSQL, Redis, relay, the servers, the load generator), small
+enough for the unit suite: it guards that what the bench counts is what the
+servers send, not how fast they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENTS = 20
+
+
+def test_every_client_receives_every_event_it_may_see_once(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "services"),
+        "BENCH_CONNECTIONS": str(CLIENTS),
+        "BENCH_SERVERS": "broadcaster,baseline",
+        "BENCH_RATE": "20",
+        "BENCH_SECONDS": "1",
+        "BENCH_SATURATED_DELIVERIES": "200",
+        "BENCH_IDLE_SECONDS": "0",
+        "BENCH_PHASE_TIMEOUT": "60",
+        "BENCH_RESULTS_DIR": str(tmp_path),
+        "BENCH_PLOTS_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "bench"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (results,) = tmp_path.glob("*.jsonl")
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["server"] for r in records] == ["broadcaster", "baseline"]
+    for record in records:
+        server = record["server"]
+        assert (record["accepted"], record["refused"], record["failures"]) == (CLIENTS, 0, {})
+        # The baseline keeps websockets' default compression; the broadcaster turns it off.
+        assert record["compressed"] == (CLIENTS if server == "baseline" else 0)
+        for name, events in (("paced", 20), ("saturated", 20)):
+            phase = record[name]
+            assert phase["events"] == events, (server, name)
+            assert phase["expected"] == events * CLIENTS // 2, (server, name)
+            assert phase["received"] == phase["expected"], (server, name, phase)
+            assert (phase["missing"], phase["duplicates"], phase["unexpected"]) == (0, 0, 0)
+            assert phase["dropped"] == {}
+            assert 0 < phase["latency"]["p50"] <= phase["latency"]["max"] < 60
+    assert "| broadcaster | 20" in result.stdout
+    assert {p.name for p in tmp_path.glob("*.svg")} == {
+        "performance-latency.svg",
+        "performance-throughput.svg",
+    }
