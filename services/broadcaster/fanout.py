@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Coroutine, Iterable
 from typing import Any
 
 from django.db import DatabaseError
-from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
@@ -18,6 +18,7 @@ from websockets.protocol import State
 from shared.eventlog import Position
 from shared.events import REVOKED
 
+from . import frames
 from .auth import ContentTypes, Identity
 from .history import Entry, History
 from .log import EventLogReader
@@ -26,6 +27,11 @@ from .registry import Registry
 from .resume import position
 
 logger = logging.getLogger(__name__)
+
+#: Bytes of consecutive events written together as one run: a client may be
+#: sent a run (or one larger event) past ``slow_client_buffer`` before it is
+#: found slow and cut.
+RUN_BYTES = 64 * 1024
 
 
 @dataclasses.dataclass(slots=True)
@@ -40,11 +46,17 @@ class Client:
 class Fanout:
     """Sends each event to the registered connections allowed to see it.
 
-    Writes of live events are synchronous (``broadcast()``) and don't wait
-    for slow clients; a client that falls ``slow_client_buffer`` bytes behind
-    is disconnected instead. Access changes in the log are applied to the
-    connections of the users concerned before any later event. Only the
+    Writes of live events are synchronous (:func:`.frames.write`) and don't
+    wait for slow clients; a client that falls ``slow_client_buffer`` bytes
+    behind is disconnected instead. Access changes in the log are applied to
+    the connections of the users concerned before any later event. Only the
     event loop uses it.
+
+    With a ``write_delay`` (seconds), events wait that long to be written
+    with those read after them: fewer writes, each event later. Whatever
+    writes to a registered connection here writes them first (positions,
+    closes, a registration); a connection that websockets itself closes
+    meanwhile, or the server's handler, gets none of them: it is leaving.
     """
 
     def __init__(
@@ -54,17 +66,23 @@ class Fanout:
         metrics: Metrics,
         slow_client_buffer: int,
         access_of: Callable[[Collection[int]], dict[int, ContentTypes]],
+        write_delay: float = 0.0,
     ) -> None:
         self.log = log
         self.metrics = metrics
         self.slow_client_buffer = slow_client_buffer
         self.access_of = access_of
+        self.write_delay = write_delay
         #: Connections that receive live events: what each may see.
         self.registry: Registry[ServerConnection] = Registry()
         #: Every connection followed, registered or catching up, and by user.
         self.clients: dict[ServerConnection, Client] = {}
         self.by_user: dict[int, set[ServerConnection]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        #: Events read and not written yet, as ``(content type, frame)``.
+        self._run: list[tuple[int, bytes]] = []
+        self._run_size = 0
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self.registry)
@@ -78,7 +96,8 @@ class Fanout:
         one whose permissions changed is recomputed before the next event.
         Returns whether it is registered. The last check that nothing is left
         to send and the registration happen with no ``await`` between them,
-        so no event falls into the gap, and none is sent twice.
+        so no event falls into the gap, and none is sent twice (events
+        waiting for the ``write_delay`` are written to the others first).
         """
         client = Client(identity, resuming)
         self.clients[websocket] = client
@@ -105,6 +124,7 @@ class Fanout:
                     self.metrics.events_replayed += 1
         if websocket not in self.clients or websocket.state is not State.OPEN:
             return False
+        self.flush()  # what waits to be written, it caught up through: for the others
         self.registry.add(websocket, client.identity.content_types)
         return True
 
@@ -121,15 +141,64 @@ class Fanout:
     def on_entries(self, entries: list[Entry]) -> None:
         """Send new events to every connection allowed to see them.
 
-        The log's bytes are forwarded unchanged: one encoding for all recipients.
+        The log's bytes are forwarded unchanged, framed once for all
+        recipients. Consecutive events are written as a run: each connection
+        gets what it may see of them in one write. A run ends at an access
+        change, which applies between the events before and after it, after
+        ``RUN_BYTES``, and with these entries, or ``write_delay`` later.
         """
         for entry in entries:
             if entry.access is not None:
+                self.flush()
                 self._on_access(entry)
             elif entry.content_type_id is not None:
-                recipients = self._keeping_up(self.registry.recipients(entry.content_type_id))
-                self.metrics.messages_sent += len(recipients)
-                broadcast(recipients, entry.message, text=True)
+                frame = frames.text_frame(entry.message)
+                self._run.append((entry.content_type_id, frame))
+                self._run_size += len(frame)
+                if self._run_size >= RUN_BYTES:
+                    self.flush()
+        if not self._run:
+            return
+        if self.write_delay <= 0:
+            self.flush()
+        elif self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(self.write_delay, self.flush)
+
+    def flush(self) -> None:
+        """Write the events read and not written yet, now."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        run, self._run, self._run_size = self._run, [], 0
+        self._send_run(run)
+
+    def _send_run(self, run: list[tuple[int, bytes]]) -> None:
+        """Write a run of ``(content type, frame)`` to whoever may see any of them."""
+        if not run:
+            return
+        content_types = {content_type for content_type, _ in run}
+        if len(content_types) == 1:  # whoever may see one sees all: the same bytes for all
+            data = b"".join(frame for _, frame in run)
+            self._write(self.registry.recipients(run[0][0]), data, len(run))
+            return
+        # What is due to a connection depends only on what it may see: the
+        # frames are joined once for each set of content types.
+        recipients: set[ServerConnection] = set()
+        for content_type in content_types:
+            recipients.update(self.registry.recipients(content_type))
+        by_access: dict[ContentTypes, list[ServerConnection]] = {}
+        for connection in recipients:
+            access = self.clients[connection].identity.content_types  # as registered
+            by_access.setdefault(access, []).append(connection)
+        for access, connections in by_access.items():
+            due = [frame for t, frame in run if access is None or t in access]
+            self._write(connections, b"".join(due), len(due))
+
+    def _write(self, connections: Iterable[ServerConnection], data: bytes, messages: int) -> None:
+        written, slow = frames.write(connections, data, limit=self.slow_client_buffer)
+        self.metrics.messages_sent += written * messages
+        self._cut(slow)
 
     def _on_access(self, entry: Entry) -> None:
         """Apply an access change to the connections of its users, now."""
@@ -213,11 +282,12 @@ class Fanout:
 
     def tell_position(self, history: History, connections: Iterable[ServerConnection]) -> None:
         """Send the log's position to those of ``connections`` that resume."""
-        recipients = self._keeping_up(
-            c for c in connections if c in self.registry and self.clients[c].resuming
-        )
-        self.metrics.positions_sent += len(recipients)
-        broadcast(recipients, position(history.head_id))
+        self.flush()  # the events before it first
+        resuming = [c for c in connections if c in self.registry and self.clients[c].resuming]
+        frame = frames.text_frame(position(history.head_id).encode())
+        written, slow = frames.write(resuming, frame, limit=self.slow_client_buffer)
+        self.metrics.positions_sent += written
+        self._cut(slow)
 
     async def send_positions(self, log: EventLogReader, seconds: float) -> None:
         """Every ``seconds``, tell resuming clients the log's position, if it moved."""
@@ -230,30 +300,22 @@ class Fanout:
                 self.tell_position(history, list(self.registry))
 
     def close(self, websocket: ServerConnection, code: CloseCode, reason: str) -> None:
-        """Start closing ``websocket`` in the background."""
+        """Start closing ``websocket`` in the background, after the events due to it."""
+        self.flush()
         self._spawn(websocket.close(code, reason))
 
-    def _keeping_up(self, connections: Iterable[ServerConnection]) -> list[ServerConnection]:
-        """The open connections that keep up; those that don't are disconnected.
+    def _cut(self, slow: list[ServerConnection]) -> None:
+        """Disconnect clients that don't keep up.
 
-        broadcast() has no backpressure: without this, a client that stopped
+        Writes have no backpressure: without this, a client that stopped
         reading would buffer every event in this process's memory. A client
         cut here is forgotten at once, so that it gets no later event (nor a
         position past one it missed).
         """
-        keeping_up, slow = [], []
-        for connection in connections:
-            if connection.state is not State.OPEN:
-                continue
-            if connection.transport.get_write_buffer_size() > self.slow_client_buffer:
-                slow.append(connection)
-            else:
-                keeping_up.append(connection)
         for connection in slow:
             self.metrics.slow_clients_dropped += 1
             logger.warning("event=slow_client remote=%s", client_address(connection))
             self._close(connection, CloseCode.POLICY_VIOLATION, "too slow")
-        return keeping_up
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

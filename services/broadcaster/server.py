@@ -5,7 +5,7 @@ on the metrics port only. The concerns live beside it: :mod:`.auth` (who a
 token is), :mod:`.log` (reading the event log), :mod:`.history` (its window
 in memory), :mod:`.resume` (the resuming conversation), :mod:`.fanout`
 (writing to clients), :mod:`.registry` (who may see what),
-:mod:`.metrics_port` (the metrics listener).
+:mod:`.keepalive` (pings), :mod:`.metrics_port` (the metrics listener).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from websockets.typing import Origin
 
 from .auth import Identity, access_of, identify
 from .config import Config
+from .connection import Connection
 from .fanout import Fanout, client_address
+from .keepalive import Keepalive
 from .log import EventLogReader
 from .metrics import Metrics
 from .metrics_port import serve_metrics
@@ -60,7 +62,9 @@ class Broadcaster:
             metrics=self.metrics,
             slow_client_buffer=config.slow_client_buffer,
             access_of=access_of,
+            write_delay=config.write_delay,
         )
+        self.keepalive = Keepalive(config.ping_interval)
         #: Connections past the handshake whose handler still runs: pending
         #: (authenticating) and authenticated ones.
         self.open = 0
@@ -129,11 +133,13 @@ class Broadcaster:
     # WebSocket connections.
 
     async def handler(self, websocket: ServerConnection) -> None:
-        """Serve one client, counted in :attr:`open` until it leaves."""
+        """Serve one client, counted in :attr:`open` and kept alive until it leaves."""
         self.open += 1
+        self.keepalive.add(websocket)
         try:
             await self.serve_client(websocket)
         finally:
+            self.keepalive.remove(websocket)
             self.open -= 1
 
     async def serve_client(self, websocket: ServerConnection) -> None:
@@ -174,13 +180,15 @@ class Broadcaster:
                 "all" if identity.content_types is None else len(identity.content_types),
                 hello.resuming,
             )
+            # This frame lasts as long as the connection: not the token.
+            del authenticated, hello
             # Clients have nothing to say after the first message: one that
             # keeps sending would make this process read and drop it forever.
-            async for _ in websocket:
-                self.metrics.clients_sending += 1
-                logger.warning("event=client_sent remote=%s", client_address(websocket))
-                await websocket.close(CloseCode.POLICY_VIOLATION, "clients send nothing")
-                break
+            # (recv() rather than async for: one frame less to keep.)
+            await websocket.recv()
+            self.metrics.clients_sending += 1
+            logger.warning("event=client_sent remote=%s", client_address(websocket))
+            await websocket.close(CloseCode.POLICY_VIOLATION, "clients send nothing")
         except ConnectionClosed:
             pass
         finally:
@@ -248,30 +256,35 @@ class Broadcaster:
                 # Messages are small JSON documents: per-connection compression
                 # contexts would cost far more memory than they save bandwidth.
                 compression=None,
-                # write_limit is left alone: only send() waits on it, and events go
-                # out through broadcast(), which doesn't; _keeping_up() bounds that.
+                # write_limit is left alone: only send() waits on it, and events
+                # are written straight to the transport (.frames), which doesn't;
+                # slow_client_buffer bounds that.
                 max_size=MAX_MESSAGE_SIZE,
                 max_queue=MAX_QUEUE,
-                ping_interval=self.config.ping_interval,
-                ping_timeout=self.config.ping_interval,
+                # One task pings every connection (self.keepalive), rather
+                # than one task per connection.
+                ping_interval=None,
                 close_timeout=self.config.close_timeout,
+                create_connection=Connection,
             ) as server,
         ):
             log = asyncio.create_task(self.log.run())
             positions = asyncio.create_task(
                 self.fanout.send_positions(self.log, self.config.position_seconds)
             )
+            keepalive = asyncio.create_task(self.keepalive.run())
             logger.info(
                 "event=listening host=%s port=%d metrics_port=%d",
                 self.config.host,
                 self.config.port,
                 self.config.metrics_port,
             )
-            await asyncio.wait([stop, log, positions], return_when=asyncio.FIRST_COMPLETED)
+            tasks = (log, positions, keepalive)
+            await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
             await self.drain(server)
-            for task in (log, positions):
+            for task in tasks:
                 if task.done():
-                    # Both loop forever: ending is a bug. Exit so that the
+                    # They loop forever: ending is a bug. Exit so that the
                     # orchestrator restarts a clean process.
                     raise RuntimeError(f"{task.get_coro()} stopped") from task.exception()
                 task.cancel()

@@ -1,0 +1,142 @@
+"""BROADCASTER_WRITE_DELAY: events read wait to be written with the next ones.
+
+Whatever else the broadcaster writes to a client must not overtake them: a
+position, a close, the catch-up of a client that registers meanwhile. The
+delays here are long (up to the maximum, one second), so that what these
+tests do happens while events wait; none of them measures time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group
+from websockets.sync.client import ClientConnection
+
+from broadcaster.config import Config
+from shared.environment import ConfigurationError
+from shared.eventlog import Position, parse_event_id
+from testing import BroadcasterProcess, wait_until
+from web.notifications.publishing import publish
+from web.notifications.tokens import token_for
+
+from .helpers import authenticated, closed, event_for, receive_message, resuming, user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_configuration() -> None:
+    assert Config.from_env({}).write_delay == 0
+    assert Config.from_env({"BROADCASTER_WRITE_DELAY": "25"}).write_delay == 0.025
+    with pytest.raises(ConfigurationError, match="BROADCASTER_WRITE_DELAY must be at most 1000"):
+        Config.from_env({"BROADCASTER_WRITE_DELAY": "1001"})
+    with pytest.raises(ConfigurationError, match="BROADCASTER_WRITE_DELAY must be at least 0"):
+        Config.from_env({"BROADCASTER_WRITE_DELAY": "-1"})
+
+
+def place(message: dict[str, Any]) -> Position:
+    parsed = parse_event_id(message["id"])
+    assert parsed is not None, message
+    return parsed[1]
+
+
+def messages_until(client: ClientConnection, last: str) -> list[dict[str, Any]]:
+    """Every message received up to the event whose object is ``last``."""
+    received = [receive_message(client)]
+    while received[-1].get("object") != last:
+        received.append(receive_message(client))
+    return received
+
+
+@contextlib.contextmanager
+def both_protocols(broadcaster: BroadcasterProcess) -> Iterator[list[ClientConnection]]:
+    """A how-to client and a resuming one of a superuser, registered."""
+    root = user("root", is_superuser=True)
+    with (
+        authenticated(broadcaster, token_for(root)) as how_to,
+        resuming(broadcaster, token_for(root)) as (resumer, _),
+    ):
+        yield [how_to, resumer]
+
+
+def test_positions_never_overtake_waiting_events(
+    start_broadcaster: Callable[..., BroadcasterProcess],
+) -> None:
+    """Positions every 0.1 s, events waiting 0.2 s: a position sent before
+    the events it passes would make a resuming client skip them."""
+    broadcaster = start_broadcaster(
+        BROADCASTER_WRITE_DELAY="200", BROADCASTER_POSITION_SECONDS="0.1"
+    )
+    names = [f"event {i}" for i in range(20)]
+    with both_protocols(broadcaster) as (how_to, resumer):
+        for name in names:
+            publish(event_for(Group, name))  # one transaction each: read one by one
+        assert [m["object"] for m in messages_until(how_to, names[-1])] == names
+        received = messages_until(resumer, names[-1])
+    assert [m["object"] for m in received if "type" not in m] == names
+    places = [place(m) for m in received]
+    assert places == sorted(places), received
+    events = [place(m) for m in received if "type" not in m]
+    assert len(set(events)) == len(events)
+
+
+def test_a_client_registering_while_events_wait_gets_each_once(
+    start_broadcaster: Callable[..., BroadcasterProcess],
+) -> None:
+    """It catches up through the waiting events itself: they must not be
+    written to it again when the delay ends."""
+    broadcaster = start_broadcaster(BROADCASTER_WRITE_DELAY="1000")
+    root = user("root", is_superuser=True)
+    with resuming(broadcaster, token_for(root)) as (first, _):
+        publish(event_for(Group, "before"))
+        last_id = messages_until(first, "before")[-1]["id"]
+        read = broadcaster.metrics()["broadcaster_events_received_total"]
+        publish(event_for(Group, "waiting"))
+        wait_until(
+            lambda: broadcaster.metrics()["broadcaster_events_received_total"] > read,
+            "the event to be read",
+        )
+        with resuming(broadcaster, token_for(root), last_id) as (newcomer, welcome):
+            assert welcome["recovered"] is True
+            publish(event_for(Group, "sentinel"))
+            received = messages_until(newcomer, "sentinel")
+            assert [m["object"] for m in received if "type" not in m] == ["waiting", "sentinel"]
+        received = messages_until(first, "sentinel")
+        assert [m["object"] for m in received if "type" not in m] == ["waiting", "sentinel"]
+
+
+def test_sigterm_writes_waiting_events_before_the_position_and_1001(
+    start_broadcaster: Callable[..., BroadcasterProcess],
+) -> None:
+    broadcaster = start_broadcaster(BROADCASTER_WRITE_DELAY="1000")
+    with both_protocols(broadcaster) as (how_to, resumer):
+        read = broadcaster.metrics()["broadcaster_events_received_total"]
+        publish(event_for(Group, "waiting"))
+        wait_until(
+            lambda: broadcaster.metrics()["broadcaster_events_received_total"] > read,
+            "the event to be read",
+        )
+        assert broadcaster.terminate() == 0
+        assert receive_message(how_to)["object"] == "waiting"
+        assert closed(how_to) == (1001, "server shutting down")
+        event, told = receive_message(resumer), receive_message(resumer)
+        assert event["object"] == "waiting"
+        assert told == {"type": "position", "id": event["id"]}
+        assert closed(resumer) == (1001, "server shutting down")
+
+
+def test_a_revocation_after_waiting_events(
+    start_broadcaster: Callable[..., BroadcasterProcess],
+) -> None:
+    """The revoked user gets the events read before the revocation, then 1008."""
+    broadcaster = start_broadcaster(BROADCASTER_WRITE_DELAY="1000")
+    alice = user("alice", "auth.view_group")
+    with authenticated(broadcaster, token_for(alice)) as client:
+        publish(event_for(Group, "one"), event_for(Group, "two"))
+        alice.is_active = False
+        alice.save()  # revokes, in the log after the events
+        assert [receive_message(client)["object"] for _ in range(2)] == ["one", "two"]
+        assert closed(client) == (1008, "access revoked")
