@@ -204,13 +204,14 @@ class Fanout:
         """Apply an access change to the connections of its users, now."""
         assert entry.access is not None
         concerned = [c for user in entry.access.users for c in self.by_user.get(user, ())]
+        # Those still catching up meet this entry on their way (it is in the
+        # history already): after the events before it, which they may see.
+        registered = [c for c in concerned if c in self.registry]
         if entry.access.access == REVOKED:
-            for websocket in concerned:
+            for websocket in registered:
                 self._revoke(websocket)
             return
-        # Registered ones stop receiving until recomputed, then catch up from
-        # here. Those still catching up meet this entry on their way.
-        registered = [c for c in concerned if c in self.registry]
+        # Registered ones stop receiving until recomputed, then catch up from here.
         for websocket in registered:
             self.registry.remove(websocket)
         if registered:

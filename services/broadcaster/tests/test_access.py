@@ -8,6 +8,7 @@ sentinel arriving first proves the hidden event never comes, no sleep needed.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from collections.abc import Callable, Iterator
 
@@ -273,3 +274,48 @@ def test_access_changes_met_while_catching_up_apply_too(broadcaster: Broadcaster
         assert welcome["recovered"] is True
         assert receive_message(client)["object"] == "after the change"  # before the revocation
         assert closed(client) == (1008, "access revoked")
+
+
+def test_a_revocation_read_while_a_client_catches_up_comes_after_its_replay(
+    broadcaster: BroadcasterProcess,
+) -> None:
+    """A revocation that arrives while a resuming client is still being sent
+    its replay closes it where the log has it: after every event before it."""
+    alice = user("alice", "auth.view_group")
+    with resuming(broadcaster, token_for(alice)) as (client, _):
+        publish(event_for(Group, "seen"))
+        last_id = receive_message(client)["id"]
+    big = "x" * 4000
+    missed = [f"{big} {i}" for i in range(4000)]  # 16 MB: more than the sockets hold
+    received = broadcaster.metrics()["broadcaster_events_received_total"]
+    publish(*(event_for(Group, name) for name in missed))
+    wait_until(
+        lambda: broadcaster.metrics()["broadcaster_events_received_total"] == received + 4000,
+        "the broadcaster to read the events the client missed",
+    )
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.connect(("127.0.0.1", broadcaster.port))
+    with connect(broadcaster.url, sock=sock, max_queue=1, open_timeout=RECEIVE_TIMEOUT) as client:
+        client.send(json.dumps({"token": token_for(alice), "last_id": last_id}))
+        # The client reads nothing more: its replay stalls part way.
+        wait_until(
+            lambda: broadcaster.metrics()["broadcaster_events_replayed_total"] > 0,
+            "the replay to start",
+        )
+        received = broadcaster.metrics()["broadcaster_events_received_total"]
+        announce([alice.pk], revoked=True)
+        publish(event_for(Group, "after the revocation"))
+        wait_until(  # read after the revocation: the revocation was read too
+            lambda: broadcaster.metrics()["broadcaster_events_received_total"] > received,
+            "the broadcaster to read the revocation",
+        )
+        assert broadcaster.metrics()["broadcaster_connections"] == 0  # still catching up
+        assert receive_message(client)["type"] == "welcome"
+        objects = []
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                objects.append(receive_message(client)["object"])
+    assert objects == missed
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (1008, "access revoked")
