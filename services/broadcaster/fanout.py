@@ -53,10 +53,12 @@ class Fanout:
     event loop uses it.
 
     With a ``write_delay`` (seconds), events wait that long to be written
-    with those read after them: fewer writes, each event later. Whatever
-    writes to a registered connection here writes them first (positions,
-    closes, a registration); a connection that websockets itself closes
-    meanwhile, or the server's handler, gets none of them: it is leaving.
+    with those read after them: fewer writes, each event later. They are
+    written first by whatever comes after them for the registered
+    connections: an access change (and the closes it makes), a position
+    (and so a drain's 1001), a registration. A connection that websockets
+    itself closes meanwhile, or the server's handler, gets none of them: it
+    is leaving.
     """
 
     def __init__(
@@ -301,8 +303,7 @@ class Fanout:
                 self.tell_position(history, list(self.registry))
 
     def close(self, websocket: ServerConnection, code: CloseCode, reason: str) -> None:
-        """Start closing ``websocket`` in the background, after the events due to it."""
-        self.flush()
+        """Start closing ``websocket`` in the background."""
         self._spawn(websocket.close(code, reason))
 
     def _cut(self, slow: list[ServerConnection]) -> None:

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator, Callable
 import redis
 
 from broadcaster.history import Entry
-from broadcaster.log import EventLogReader
+from broadcaster.log import CHUNK_BYTES, EventLogReader
 from broadcaster.metrics import Metrics
 from relay import stream
 from relay.outbox import Row
-from shared.eventlog import Position, Retention
+from shared.eventlog import MESSAGE_FIELD, STREAM, Position, Retention
 from shared.events import Event
 from testing import RedisServer
 
@@ -216,3 +216,61 @@ def test_a_quiet_log_is_not_a_lost_redis(redis_server: RedisServer) -> None:
     asyncio.run(main())
     assert names(received) == ["after the quiet"]
     assert (metrics.redis_reconnects, interrupted) == (0, [])
+
+
+def test_a_large_batch_is_handed_on_in_chunks_with_the_loop_free_between(
+    redis_server: RedisServer,
+) -> None:
+    """A fan-out of one XREAD to many clients would stall the event loop:
+    the batch goes out in chunks, other tasks run between them, and the
+    history is never ahead of what was handed on (a client catching up
+    from it at any of those moments misses nothing and gets nothing twice)."""
+    writer = Writer(redis_server.url)
+    big = "x" * 4000
+    rows = []
+    for i in range(100):  # 400 KB in one transaction: one XREAD, several chunks
+        writer.position = writer.position.following(time.time_ns() // 10**6)
+        rows.append(Row(writer.position, event(f"{i} {big}"), time.time()))
+    chunks: list[list[Entry]] = []
+    handed_on: list[Position] = []
+    seen_between: list[tuple[int, Position]] = []
+
+    def on_entries(entries: list[Entry]) -> None:
+        chunks.append(entries)
+        handed_on.append(entries[-1].position)
+
+    async def main() -> None:
+        reader = EventLogReader(
+            redis_server.url, on_entries, metrics=Metrics(), retention=Retention()
+        )
+
+        async def watch() -> None:  # runs whenever the loop is free
+            while True:
+                await asyncio.sleep(0)
+                if handed_on:
+                    assert reader.history is not None
+                    seen_between.append((len(chunks), reader.history.head))
+
+        async with reading(reader):
+            watcher = asyncio.create_task(watch())
+            pipeline = writer.client.pipeline(transaction=True)
+            for row in rows:
+                pipeline.xadd(
+                    STREAM, {MESSAGE_FIELD: stream.message(EPOCH, row)[0]}, id=str(row.position)
+                )
+            pipeline.execute()
+            await until(lambda: sum(map(len, chunks)) == len(rows))
+            watcher.cancel()
+
+    asyncio.run(main())
+    assert [name.split()[0] for chunk in chunks for name in names(chunk)] == [
+        str(i) for i in range(100)
+    ]
+    assert len(chunks) >= 6  # 400 KB in chunks of 64 KiB
+    for chunk in chunks[:-1]:
+        assert sum(len(entry.message) for entry in chunk) < CHUNK_BYTES + 4200
+    # Between every two chunks the loop served the watcher, and saw the
+    # history's head exactly where the fan-out was.
+    assert {count for count, _ in seen_between} >= set(range(1, len(chunks)))
+    for count, head in seen_between:
+        assert head == handed_on[count - 1]
