@@ -12,8 +12,8 @@ from shared import environment, redisurl
 from shared.environment import ConfigurationError
 from shared.eventlog import Retention
 
-#: Seconds of BROADCASTER_WRITE_DELAY beyond which events would be late, not gathered.
-MAX_WRITE_DELAY = 1.0
+#: Seconds of BROADCASTER_WRITE_INTERVAL beyond which events would be late, not gathered.
+MAX_WRITE_INTERVAL = 1.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -52,10 +52,12 @@ class Config:
     #: Resuming clients are told the log's position at least this often
     #: while it moves, so that those who see few events resume cheaply.
     position_seconds: float = 30.0
-    #: Seconds an event waits to be written with those read after it, as one
-    #: write per client (BROADCASTER_WRITE_DELAY, in milliseconds; 0: none):
-    #: less CPU per delivery, each event that much later.
-    write_delay: float = 0.0
+    #: Shortest time between two writes of live events, in seconds
+    #: (BROADCASTER_WRITE_INTERVAL, in milliseconds; 0: none). Events read
+    #: sooner wait, and go with the next ones as one write per client: under
+    #: load, fewer writes and so less CPU per delivery, each event at most
+    #: that much later; when events are rare, none waits.
+    write_interval: float = 0.0
     #: How much history is kept for resuming clients (EVENT_HISTORY_*).
     retention: Retention = dataclasses.field(default_factory=Retention)
 
@@ -99,13 +101,16 @@ class Config:
             position_seconds=environment.number(
                 "BROADCASTER_POSITION_SECONDS", cls.position_seconds, minimum=0.1, env=env
             ),
-            write_delay=environment.number("BROADCASTER_WRITE_DELAY", 0.0, env=env) / 1000,
+            write_interval=environment.number(
+                "BROADCASTER_WRITE_INTERVAL", cls.write_interval * 1000, env=env
+            )
+            / 1000,
             retention=Retention.from_env(env),
         )
-        if config.write_delay > MAX_WRITE_DELAY:
+        if config.write_interval > MAX_WRITE_INTERVAL:
             raise ConfigurationError(
-                f"BROADCASTER_WRITE_DELAY must be at most {MAX_WRITE_DELAY * 1000:g} (ms),"
-                f" got {config.write_delay * 1000:g}"
+                f"BROADCASTER_WRITE_INTERVAL must be at most {MAX_WRITE_INTERVAL * 1000:g} (ms),"
+                f" got {config.write_interval * 1000:g}"
             )
         if config.metrics_port == config.port:
             raise ConfigurationError(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import weakref
 from collections.abc import Callable, Collection, Coroutine, Iterable
 from typing import Any
 
@@ -52,9 +53,10 @@ class Fanout:
     the connections of the users concerned before any later event. Only the
     event loop uses it.
 
-    With a ``write_delay`` (seconds), events wait that long to be written
-    with those read after them: fewer writes, each event later. They are
-    written first by whatever comes after them for the registered
+    With a ``write_interval`` (seconds), events read less than that after
+    the last write wait until it has passed, and go with those read
+    meanwhile: under load, fewer writes, each event at most that much later.
+    Waiting events are written first by whatever comes after them for the registered
     connections: an access change (and the closes it makes), a position
     (and so a drain's 1001), a registration. A connection that websockets
     itself closes meanwhile, or the server's handler, gets none of them: it
@@ -68,23 +70,30 @@ class Fanout:
         metrics: Metrics,
         slow_client_buffer: int,
         access_of: Callable[[Collection[int]], dict[int, ContentTypes]],
-        write_delay: float = 0.0,
+        write_interval: float = 0.0,
     ) -> None:
         self.log = log
         self.metrics = metrics
         self.slow_client_buffer = slow_client_buffer
         self.access_of = access_of
-        self.write_delay = write_delay
+        self.write_interval = write_interval
         #: Connections that receive live events: what each may see.
         self.registry: Registry[ServerConnection] = Registry()
         #: Every connection followed, registered or catching up, and by user.
         self.clients: dict[ServerConnection, Client] = {}
         self.by_user: dict[int, set[ServerConnection]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        #: One set of content types for all the connections that may see the
+        #: same ones (a small frozenset is 216 bytes; most users share one).
+        self._access_sets: weakref.WeakValueDictionary[frozenset[int], frozenset[int]] = (
+            weakref.WeakValueDictionary()
+        )
         #: Events read and not written yet, as ``(content type, frame)``.
         self._run: list[tuple[int, bytes]] = []
         self._run_size = 0
         self._flush_timer: asyncio.TimerHandle | None = None
+        #: When events were last written (the event loop's clock).
+        self._last_write = float("-inf")
 
     def __len__(self) -> int:
         return len(self.registry)
@@ -99,9 +108,9 @@ class Fanout:
         Returns whether it is registered. The last check that nothing is left
         to send and the registration happen with no ``await`` between them,
         so no event falls into the gap, and none is sent twice (events
-        waiting for the ``write_delay`` are written to the others first).
+        waiting for the ``write_interval`` are written to the others first).
         """
-        client = Client(identity, resuming)
+        client = Client(self._shared(identity), resuming)
         self.clients[websocket] = client
         self.by_user.setdefault(identity.user_id, set()).add(websocket)
         while True:
@@ -147,7 +156,8 @@ class Fanout:
         recipients. Consecutive events are written as a run: each connection
         gets what it may see of them in one write. A run ends at an access
         change, which applies between the events before and after it, after
-        ``RUN_BYTES``, and with these entries, or ``write_delay`` later.
+        ``RUN_BYTES``, and with these entries, or once ``write_interval``
+        has passed since the last write.
         """
         for entry in entries:
             if entry.access is not None:
@@ -159,20 +169,29 @@ class Fanout:
                 self._run_size += len(frame)
                 if self._run_size >= RUN_BYTES:
                     self.flush()
-        if not self._run:
+        if not self._run or self._flush_timer is not None:
             return
-        if self.write_delay <= 0:
+        loop = asyncio.get_running_loop()
+        wait = self._last_write + self.write_interval - loop.time()
+        if wait <= 0:
             self.flush()
-        elif self._flush_timer is None:
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(self.write_delay, self.flush)
+        else:
+            self._flush_timer = loop.call_later(wait, self.flush)
+
+    @property
+    def waiting(self) -> int:
+        """Events read and not written yet."""
+        return len(self._run)
 
     def flush(self) -> None:
         """Write the events read and not written yet, now."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+        if not self._run:
+            return
         run, self._run, self._run_size = self._run, [], 0
+        self._last_write = asyncio.get_running_loop().time()
         self._send_run(run)
 
     def _send_run(self, run: list[tuple[int, bytes]]) -> None:
@@ -235,8 +254,8 @@ class Fanout:
             if client.identity.user_id not in access:
                 self._revoke(websocket)
                 continue
-            identity = dataclasses.replace(
-                client.identity, content_types=access[client.identity.user_id]
+            identity = self._shared(
+                dataclasses.replace(client.identity, content_types=access[client.identity.user_id])
             )
             self._spawn(self._follow_again(websocket, identity, at, resuming=client.resuming))
 
@@ -263,8 +282,18 @@ class Fanout:
             self.metrics.access_revoked += 1
             await self._end(websocket, CloseCode.POLICY_VIOLATION, "access revoked")
             return False
-        client.identity = dataclasses.replace(client.identity, content_types=recomputed[user])
+        client.identity = self._shared(
+            dataclasses.replace(client.identity, content_types=recomputed[user])
+        )
         return True
+
+    def _shared(self, identity: Identity) -> Identity:
+        """``identity``, with the set of content types other connections have if equal."""
+        mine = identity.content_types
+        if mine is None:
+            return identity
+        shared = self._access_sets.setdefault(mine, mine)
+        return identity if shared is mine else dataclasses.replace(identity, content_types=shared)
 
     async def _access(self, users: Collection[int]) -> dict[int, ContentTypes]:
         self.metrics.access_recomputes += 1

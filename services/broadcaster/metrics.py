@@ -30,7 +30,9 @@ class Metrics:
     resumes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     auth_failures: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
-    def render(self, *, connections: int, pending: int, ready: bool, max_connections: int) -> str:
+    def render(
+        self, *, connections: int, pending: int, ready: bool, max_connections: int, waiting: int
+    ) -> str:
         """Return the exposition text, with the current gauges."""
         auth_failures: dict[str, float] = {
             f'{{reason="{reason}"}}': count for reason, count in sorted(self.auth_failures.items())
@@ -42,6 +44,12 @@ class Metrics:
         families: list[tuple[str, str, str, Mapping[str, float]]] = [
             ("connections", "gauge", "Authenticated connections open now.", {"": connections}),
             ("pending_connections", "gauge", "Connections waiting for their token.", {"": pending}),
+            (
+                "events_waiting",
+                "gauge",
+                "Events read and not written yet: waiting for BROADCASTER_WRITE_INTERVAL.",
+                {"": waiting},
+            ),
             (
                 "ready",
                 "gauge",

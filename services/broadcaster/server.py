@@ -62,7 +62,7 @@ class Broadcaster:
             metrics=self.metrics,
             slow_client_buffer=config.slow_client_buffer,
             access_of=access_of,
-            write_delay=config.write_delay,
+            write_interval=config.write_interval,
         )
         self.keepalive = Keepalive(config.ping_interval)
         #: Connections past the handshake whose handler still runs: pending
@@ -92,6 +92,7 @@ class Broadcaster:
             pending=self.pending,
             ready=self.ready,
             max_connections=self.config.max_connections,
+            waiting=self.fanout.waiting,
         )
 
     # HTTP, before the WebSocket handshake.

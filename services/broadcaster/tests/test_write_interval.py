@@ -1,9 +1,11 @@
-"""BROADCASTER_WRITE_DELAY: events read wait to be written with the next ones.
+"""BROADCASTER_WRITE_INTERVAL: events read soon after a write wait for the next one.
 
 Whatever else the broadcaster writes to a client must not overtake them: a
 position, a close, the catch-up of a client that registers meanwhile. The
-delays here are long (up to the maximum, one second), so that what these
-tests do happens while events wait; none of them measures time.
+interval here is long (up to the maximum, one second): an event read less
+than that after the previous write waits, which the
+``broadcaster_events_waiting`` gauge shows, and the tests do what they test
+while it does. None of them measures time.
 """
 
 from __future__ import annotations
@@ -29,12 +31,26 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_configuration() -> None:
-    assert Config.from_env({}).write_delay == 0
-    assert Config.from_env({"BROADCASTER_WRITE_DELAY": "25"}).write_delay == 0.025
-    with pytest.raises(ConfigurationError, match="BROADCASTER_WRITE_DELAY must be at most 1000"):
-        Config.from_env({"BROADCASTER_WRITE_DELAY": "1001"})
-    with pytest.raises(ConfigurationError, match="BROADCASTER_WRITE_DELAY must be at least 0"):
-        Config.from_env({"BROADCASTER_WRITE_DELAY": "-1"})
+    assert Config.from_env({"BROADCASTER_WRITE_INTERVAL": "25"}).write_interval == 0.025
+    assert Config.from_env({"BROADCASTER_WRITE_INTERVAL": "0"}).write_interval == 0
+    with pytest.raises(ConfigurationError, match="BROADCASTER_WRITE_INTERVAL must be at most 1000"):
+        Config.from_env({"BROADCASTER_WRITE_INTERVAL": "1001"})
+    with pytest.raises(ConfigurationError, match="BROADCASTER_WRITE_INTERVAL must be at least 0"):
+        Config.from_env({"BROADCASTER_WRITE_INTERVAL": "-1"})
+
+
+def waiting_after_a_write(
+    broadcaster: BroadcasterProcess, client: ClientConnection, *names: str
+) -> None:
+    """Publish an event and receive it on ``client`` (a write), then ``names``
+    in one transaction: they wait, as the gauge shows."""
+    publish(event_for(Group, "written"))
+    assert [m["object"] for m in messages_until(client, "written")][-1] == "written"
+    publish(*(event_for(Group, name) for name in names))
+    wait_until(
+        lambda: broadcaster.metrics()["broadcaster_events_waiting"] == len(names),
+        "the events to wait for the interval",
+    )
 
 
 def place(message: dict[str, Any]) -> Position:
@@ -65,10 +81,10 @@ def both_protocols(broadcaster: BroadcasterProcess) -> Iterator[list[ClientConne
 def test_positions_never_overtake_waiting_events(
     start_broadcaster: Callable[..., BroadcasterProcess],
 ) -> None:
-    """Positions every 0.1 s, events waiting 0.2 s: a position sent before
+    """Positions every 0.1 s, writes 0.2 s apart: a position sent before
     the events it passes would make a resuming client skip them."""
     broadcaster = start_broadcaster(
-        BROADCASTER_WRITE_DELAY="200", BROADCASTER_POSITION_SECONDS="0.1"
+        BROADCASTER_WRITE_INTERVAL="200", BROADCASTER_POSITION_SECONDS="0.1"
     )
     names = [f"event {i}" for i in range(20)]
     with both_protocols(broadcaster) as (how_to, resumer):
@@ -87,23 +103,22 @@ def test_a_client_registering_while_events_wait_gets_each_once(
     start_broadcaster: Callable[..., BroadcasterProcess],
 ) -> None:
     """It catches up through the waiting events itself: they must not be
-    written to it again when the delay ends."""
-    broadcaster = start_broadcaster(BROADCASTER_WRITE_DELAY="1000")
+    written to it again when the interval ends."""
+    broadcaster = start_broadcaster(BROADCASTER_WRITE_INTERVAL="1000")
     root = user("root", is_superuser=True)
     with resuming(broadcaster, token_for(root)) as (first, _):
         publish(event_for(Group, "before"))
         last_id = messages_until(first, "before")[-1]["id"]
-        read = broadcaster.metrics()["broadcaster_events_received_total"]
-        publish(event_for(Group, "waiting"))
-        wait_until(
-            lambda: broadcaster.metrics()["broadcaster_events_received_total"] > read,
-            "the event to be read",
-        )
+        waiting_after_a_write(broadcaster, first, "waiting")
         with resuming(broadcaster, token_for(root), last_id) as (newcomer, welcome):
             assert welcome["recovered"] is True
             publish(event_for(Group, "sentinel"))
             received = messages_until(newcomer, "sentinel")
-            assert [m["object"] for m in received if "type" not in m] == ["waiting", "sentinel"]
+            assert [m["object"] for m in received if "type" not in m] == [
+                "written",
+                "waiting",
+                "sentinel",
+            ]
         received = messages_until(first, "sentinel")
         assert [m["object"] for m in received if "type" not in m] == ["waiting", "sentinel"]
 
@@ -111,17 +126,13 @@ def test_a_client_registering_while_events_wait_gets_each_once(
 def test_sigterm_writes_waiting_events_before_the_position_and_1001(
     start_broadcaster: Callable[..., BroadcasterProcess],
 ) -> None:
-    broadcaster = start_broadcaster(BROADCASTER_WRITE_DELAY="1000")
+    broadcaster = start_broadcaster(BROADCASTER_WRITE_INTERVAL="1000")
     with both_protocols(broadcaster) as (how_to, resumer):
-        read = broadcaster.metrics()["broadcaster_events_received_total"]
-        publish(event_for(Group, "waiting"))
-        wait_until(
-            lambda: broadcaster.metrics()["broadcaster_events_received_total"] > read,
-            "the event to be read",
-        )
+        waiting_after_a_write(broadcaster, how_to, "waiting")
         assert broadcaster.terminate() == 0
         assert receive_message(how_to)["object"] == "waiting"
         assert closed(how_to) == (1001, "server shutting down")
+        messages_until(resumer, "written")
         event, told = receive_message(resumer), receive_message(resumer)
         assert event["object"] == "waiting"
         assert told == {"type": "position", "id": event["id"]}
@@ -132,10 +143,10 @@ def test_a_revocation_after_waiting_events(
     start_broadcaster: Callable[..., BroadcasterProcess],
 ) -> None:
     """The revoked user gets the events read before the revocation, then 1008."""
-    broadcaster = start_broadcaster(BROADCASTER_WRITE_DELAY="1000")
+    broadcaster = start_broadcaster(BROADCASTER_WRITE_INTERVAL="1000")
     alice = user("alice", "auth.view_group")
     with authenticated(broadcaster, token_for(alice)) as client:
-        publish(event_for(Group, "one"), event_for(Group, "two"))
+        waiting_after_a_write(broadcaster, client, "one", "two")
         alice.is_active = False
         alice.save()  # revokes, in the log after the events
         assert [receive_message(client)["object"] for _ in range(2)] == ["one", "two"]
