@@ -33,8 +33,8 @@ class Keepalive:
     A connection whose previous ping has no pong when the next one is due
     is closed with 1011 "keepalive ping timeout", as websockets' keepalive
     would with ``ping_timeout`` equal to ``ping_interval``. Pings are spread
-    over the interval: connections are dealt round-robin into slots, and the
-    slots are visited in turn, one every ``interval / slots`` seconds. As
+    over the interval: connections are dealt into slots by their hash (no
+    index to keep), and the slots are visited in turn, one every ``interval / slots`` seconds. As
     with websockets, the first ping comes no sooner than ``interval`` after
     :meth:`add`: between one and two intervals.
 
@@ -48,8 +48,6 @@ class Keepalive:
         self._slots: list[set[ServerConnection]] = [
             set() for _ in range(max(1, math.ceil(interval * SLOTS_PER_SECOND)))
         ]
-        self._slot_of: dict[ServerConnection, int] = {}
-        self._dealt = 0
         #: Connections pinged whose pong hasn't come yet.
         self._unanswered: set[ServerConnection] = set()
         #: Connections whose slot hasn't been visited since they were added:
@@ -59,19 +57,17 @@ class Keepalive:
 
     def add(self, connection: ServerConnection) -> None:
         """Keep ``connection`` alive from now on."""
-        slot = self._dealt % len(self._slots)
-        self._dealt += 1
-        self._slot_of[connection] = slot
-        self._slots[slot].add(connection)
+        self._slot(connection).add(connection)
         self._new.add(connection)
 
     def remove(self, connection: ServerConnection) -> None:
         """Stop pinging ``connection``; nothing happens if it isn't kept alive."""
-        slot = self._slot_of.pop(connection, None)
-        if slot is not None:
-            self._slots[slot].discard(connection)
+        self._slot(connection).discard(connection)
         self._unanswered.discard(connection)
         self._new.discard(connection)
+
+    def _slot(self, connection: ServerConnection) -> set[ServerConnection]:
+        return self._slots[hash(connection) % len(self._slots)]
 
     async def run(self) -> None:
         """Visit the slots forever, one every ``interval / slots`` seconds."""
