@@ -1,4 +1,4 @@
-"""Who a token belongs to and what they may see. Blocking: run in a thread."""
+"""What users may see (and who they are: :class:`Identity`). Blocking: run in a thread."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from collections.abc import Collection
 from django.contrib.auth.models import User
 from django.contrib.contenttypes.models import ContentType
 from django.db import close_old_connections
-
-from web.notifications.tokens import user_for
 
 #: What a user may see: IDs of content types, or ``None`` for everything.
 ContentTypes = frozenset[int] | None
@@ -58,27 +56,5 @@ def access_of(user_ids: Collection[int]) -> dict[int, ContentTypes]:
         return {
             pk: None if superuser else frozenset(visible[pk]) for pk, superuser in users.items()
         }
-    finally:
-        close_old_connections()
-
-
-def identify(token: str) -> Identity | None:
-    """Return who ``token`` authenticates, or ``None`` if it's not valid.
-
-    Invalid means malformed, expired, issued for another purpose than the
-    WebSocket, or for a user who doesn't exist or is inactive.
-
-    Raises:
-        django.db.DatabaseError: the database can't be reached.
-    """
-    close_old_connections()
-    try:
-        user = user_for(token)
-        if user is None or user.pk is None:
-            return None
-        access = access_of([user.pk])
-        if user.pk not in access:
-            return None
-        return Identity(user.pk, user.get_username(), access[user.pk])
     finally:
         close_old_connections()

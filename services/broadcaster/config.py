@@ -60,6 +60,15 @@ class Config:
     write_interval: float = 0.0
     #: How much history is kept for resuming clients (EVENT_HISTORY_*).
     retention: Retention = dataclasses.field(default_factory=Retention)
+    #: Tokens checked together against the database, at most: one thread
+    #: call and five queries however many (.identities).
+    auth_batch: int = 500
+    #: Users whose valid token was read recently, kept so that they
+    #: reconnect with no query (least recently used dropped); 0: none.
+    auth_cache_size: int = 10_000
+    #: Seconds a user is kept at most: what the event log doesn't announce
+    #: (``QuerySet.update()``, raw SQL) reaches new connections within this; 0: none.
+    auth_cache_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -106,6 +115,15 @@ class Config:
             )
             / 1000,
             retention=Retention.from_env(env),
+            auth_batch=environment.integer(
+                "BROADCASTER_AUTH_BATCH", cls.auth_batch, minimum=1, env=env
+            ),
+            auth_cache_size=environment.integer(
+                "BROADCASTER_AUTH_CACHE_SIZE", cls.auth_cache_size, env=env
+            ),
+            auth_cache_seconds=environment.number(
+                "BROADCASTER_AUTH_CACHE_SECONDS", cls.auth_cache_seconds, env=env
+            ),
         )
         if config.write_interval > MAX_WRITE_INTERVAL:
             raise ConfigurationError(

@@ -71,12 +71,15 @@ class Fanout:
         slow_client_buffer: int,
         access_of: Callable[[Collection[int]], dict[int, ContentTypes]],
         write_interval: float = 0.0,
+        on_access_change: Callable[[Collection[int]], None] = lambda users: None,
     ) -> None:
         self.log = log
         self.metrics = metrics
         self.slow_client_buffer = slow_client_buffer
         self.access_of = access_of
         self.write_interval = write_interval
+        #: Told of every access change when it is read, before any later entry.
+        self.on_access_change = on_access_change
         #: Connections that receive live events: what each may see.
         self.registry: Registry[ServerConnection] = Registry()
         #: Every connection followed, registered or catching up, and by user.
@@ -164,6 +167,7 @@ class Fanout:
         """
         for entry in entries:
             if entry.access is not None:
+                self.on_access_change(entry.access.users)
                 self.flush()
                 self._on_access(entry)
             elif entry.content_type_id is not None:

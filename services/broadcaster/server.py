@@ -1,11 +1,13 @@
 """The WebSocket server's wiring: authenticate, resume or register, drain on SIGTERM.
 
 The public port serves WebSocket clients, /healthz and /readyz; /metrics is
-on the metrics port only. The concerns live beside it: :mod:`.auth` (who a
-token is), :mod:`.log` (reading the event log), :mod:`.history` (its window
-in memory), :mod:`.resume` (the resuming conversation), :mod:`.fanout`
-(writing to clients), :mod:`.registry` (who may see what),
-:mod:`.keepalive` (pings), :mod:`.metrics_port` (the metrics listener).
+on the metrics port only. The concerns live beside it: :mod:`.auth` (what a
+user may see), :mod:`.identities` (who a token is: in batches, users kept),
+:mod:`.log` (reading the event log), :mod:`.history` (its window in memory),
+:mod:`.resume` (the resuming conversation), :mod:`.fanout` (writing to
+clients), :mod:`.frames` (encoded once), :mod:`.registry` (who may see
+what), :mod:`.connection` (what an idle connection keeps), :mod:`.keepalive`
+(pings), :mod:`.metrics_port` (the metrics listener).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Origin
 
-from .auth import Identity, access_of, identify
+from .auth import Identity, access_of
 from .config import Config
 from .connection import Connection
 from .fanout import Fanout, client_address
+from .identities import Identities
 from .keepalive import Keepalive
 from .log import EventLogReader
 from .metrics import Metrics
@@ -63,8 +66,15 @@ class Broadcaster:
             slow_client_buffer=config.slow_client_buffer,
             access_of=access_of,
             write_interval=config.write_interval,
+            # What the identities keep of these users is stale from here on.
+            on_access_change=lambda users: self.identities.forget(users),
         )
         self.keepalive = Keepalive(config.ping_interval)
+        self.identities = Identities(
+            batch_size=config.auth_batch,
+            cache_size=config.auth_cache_size,
+            cache_seconds=config.auth_cache_seconds,
+        )
         #: Connections past the handshake whose handler still runs: pending
         #: (authenticating) and authenticated ones.
         self.open = 0
@@ -222,7 +232,7 @@ class Broadcaster:
             await websocket.close(CloseCode.INTERNAL_ERROR, "authentication failed")
             return None
         try:
-            identity = await asyncio.to_thread(identify, hello.token)
+            identity = await self.identities.identify(hello.token)
         except DatabaseError as exc:
             logger.error("event=auth_error remote=%s error=%r", remote, str(exc))
             self._auth_failed("database", remote)

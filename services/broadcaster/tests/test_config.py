@@ -51,3 +51,22 @@ def test_redis_url_is_checked() -> None:
     # A typo in a TLS option would otherwise connect without verifying the server.
     with pytest.raises(ConfigurationError, match=r"REDIS_URL.*ssl_ca_cert"):
         Config.from_env({"REDIS_URL": "rediss://redis:6380/0?ssl_ca_cert=/ca.crt"})
+
+
+def test_authentication_batches_and_cache() -> None:
+    config = Config.from_env({})
+    assert (config.auth_batch, config.auth_cache_size, config.auth_cache_seconds) == (
+        500,
+        10_000,
+        60.0,
+    )
+    config = Config.from_env(
+        {
+            "BROADCASTER_AUTH_BATCH": "50",
+            "BROADCASTER_AUTH_CACHE_SIZE": "0",
+            "BROADCASTER_AUTH_CACHE_SECONDS": "2.5",
+        }
+    )
+    assert (config.auth_batch, config.auth_cache_size, config.auth_cache_seconds) == (50, 0, 2.5)
+    with pytest.raises(ConfigurationError, match="BROADCASTER_AUTH_BATCH must be at least 1"):
+        Config.from_env({"BROADCASTER_AUTH_BATCH": "0"})
