@@ -57,7 +57,7 @@ class Config:
     #: sooner wait, and go with the next ones as one write per client: under
     #: load, fewer writes and so less CPU per delivery, each event at most
     #: that much later; when events are rare, none waits.
-    write_interval: float = 0.0
+    write_interval: float = 0.05
     #: How much history is kept for resuming clients (EVENT_HISTORY_*).
     retention: Retention = dataclasses.field(default_factory=Retention)
     #: Tokens checked together against the database, at most: one thread

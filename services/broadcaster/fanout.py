@@ -226,6 +226,7 @@ class Fanout:
     def _write(self, connections: Iterable[ServerConnection], data: bytes, messages: int) -> None:
         written, slow = frames.write(connections, data, limit=self.slow_client_buffer)
         self.metrics.messages_sent += written * messages
+        self.metrics.writes += written
         self._cut(slow)
 
     def _on_access(self, entry: Entry) -> None:

@@ -18,6 +18,7 @@ class Metrics:
     events_received: int = 0
     events_invalid: int = 0
     messages_sent: int = 0
+    writes: int = 0
     slow_clients_dropped: int = 0
     redis_reconnects: int = 0
     connections_refused: int = 0
@@ -97,6 +98,12 @@ class Metrics:
                 "counter",
                 "Live event messages written to client connections.",
                 {"": self.messages_sent},
+            ),
+            (
+                "writes_total",
+                "counter",
+                "Writes of live events to clients: messages_sent_total / this is events per write.",
+                {"": self.writes},
             ),
             (
                 "resumes_total",

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_configuration() -> None:
+    assert Config.from_env({}).write_interval == 0.05
     assert Config.from_env({"BROADCASTER_WRITE_INTERVAL": "25"}).write_interval == 0.025
     assert Config.from_env({"BROADCASTER_WRITE_INTERVAL": "0"}).write_interval == 0
     with pytest.raises(ConfigurationError, match="BROADCASTER_WRITE_INTERVAL must be at most 1000"):
