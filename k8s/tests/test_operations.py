@@ -152,8 +152,9 @@ def test_production_spreads_over_the_eligible_nodes(rendered: dict[str, list[Man
 
 # The broadcasters' capacity and their autoscaling.
 
-#: Provisional figures (until `make bench`): a broadcaster's memory idle with
-#: its event history, and per connection; the share of the limit to use.
+#: From `make bench` (docs/performance.md): a broadcaster's memory idle with
+#: its event history, and budgeted per connection (9-10 KiB measured idle,
+#: the rest for writes in flight); the share of the limit to use.
 IDLE_MIB = 80
 CONNECTION_KIB = 16
 SHARE_OF_THE_LIMIT = 0.8
