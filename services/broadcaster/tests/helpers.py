@@ -105,3 +105,13 @@ def receive_message(client: ClientConnection) -> dict[str, Any]:
     """The next message of any kind, as JSON."""
     message: dict[str, Any] = json.loads(client.recv(timeout=RECEIVE_TIMEOUT))
     return message
+
+
+def objects_until(client: ClientConnection, last: str) -> list[str]:
+    """Objects of the events received up to ``last``; control messages skipped."""
+    received: list[str] = []
+    while not received or received[-1] != last:
+        message = receive_message(client)
+        if "type" not in message:
+            received.append(str(message["object"]))
+    return received

@@ -30,6 +30,7 @@ from .helpers import (
     authenticated,
     closed,
     event_for,
+    objects_until,
     receive_message,
     resuming,
     user,
@@ -50,15 +51,6 @@ def both_protocols(broadcaster: BroadcasterProcess, who: User) -> Iterator[list[
         resuming(broadcaster, token_for(who)) as (resumer, _),
     ):
         yield [how_to, resumer]
-
-
-def objects_until(client: ClientConnection, last: str) -> list[str]:
-    received: list[str] = []
-    while not received or received[-1] != last:
-        message = receive_message(client)
-        if "type" not in message:
-            received.append(str(message["object"]))
-    return received
 
 
 @pytest.mark.parametrize(

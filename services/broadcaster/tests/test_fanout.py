@@ -37,7 +37,7 @@ from broadcaster.log import EventLogReader
 from broadcaster.metrics import Metrics
 from shared.eventlog import EPOCH_KEY, MESSAGE_FIELD, ORIGIN, STREAM, Position, Retention, event_id
 from shared.events import CHANGED, REVOKED, AccessChange, Event
-from testing import BroadcasterProcess, RedisServer, wait_until
+from testing import BroadcasterProcess, wait_until
 from web.notifications.publishing import publish
 from web.notifications.tokens import token_for
 
@@ -46,19 +46,12 @@ from .helpers import (
     authenticated,
     closed,
     event_for,
-    receive_message,
+    objects_until,
     resuming,
     user,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    client.close()
 
 
 def append_together(client: redis.Redis, *entries: Event | AccessChange) -> None:
@@ -76,16 +69,6 @@ def append_together(client: redis.Redis, *entries: Event | AccessChange) -> None
         message = json.loads(entry.encode()) | {"id": event_id(epoch.decode(), head)}
         pipeline.xadd(STREAM, {MESSAGE_FIELD: json.dumps(message)}, id=str(head))
     pipeline.execute()
-
-
-def objects_until(client: ClientConnection, last: str) -> list[str]:
-    """Objects of the events received up to ``last``; control messages skipped."""
-    received: list[str] = []
-    while not received or received[-1] != last:
-        message = receive_message(client)
-        if "type" not in message:
-            received.append(str(message["object"]))
-    return received
 
 
 @contextlib.contextmanager
