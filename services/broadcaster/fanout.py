@@ -7,8 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import weakref
-from collections.abc import Callable, Collection, Coroutine, Iterable
-from typing import Any
+from collections.abc import Callable, Collection, Iterable
 
 from django.db import DatabaseError
 from websockets.asyncio.server import ServerConnection
@@ -21,6 +20,7 @@ from shared.events import REVOKED
 
 from . import frames
 from .auth import ContentTypes, Identity
+from .background import Background
 from .history import Entry, History
 from .log import EventLogReader
 from .metrics import Metrics
@@ -86,7 +86,7 @@ class Fanout:
         self.clients: dict[ServerConnection, Client] = {}
         #: (Lists: a user has a connection or a few; an empty set is 216 bytes.)
         self.by_user: dict[int, list[ServerConnection]] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background()
         #: One set of content types for all the connections that may see the
         #: same ones (a small frozenset is 216 bytes; most users share one).
         self._access_sets: weakref.WeakValueDictionary[frozenset[int], frozenset[int]] = (
@@ -244,7 +244,7 @@ class Fanout:
         for websocket in registered:
             self.registry.remove(websocket)
         if registered:
-            self._spawn(self._recompute(registered, entry.position))
+            self._background.spawn(self._recompute(registered, entry.position))
 
     async def _recompute(self, connections: list[ServerConnection], at: Position) -> None:
         """Recompute what these connections may see, all in one batch, and resume them."""
@@ -265,7 +265,9 @@ class Fanout:
             identity = self._shared(
                 dataclasses.replace(client.identity, content_types=access[client.identity.user_id])
             )
-            self._spawn(self._follow_again(websocket, identity, at, resuming=client.resuming))
+            self._background.spawn(
+                self._follow_again(websocket, identity, at, resuming=client.resuming)
+            )
 
     async def _follow_again(
         self, websocket: ServerConnection, identity: Identity, at: Position, *, resuming: bool
@@ -341,7 +343,7 @@ class Fanout:
 
     def close(self, websocket: ServerConnection, code: CloseCode, reason: str) -> None:
         """Start closing ``websocket`` in the background."""
-        self._spawn(websocket.close(code, reason))
+        self._background.spawn(websocket.close(code, reason))
 
     def _cut(self, slow: list[ServerConnection]) -> None:
         """Disconnect clients that don't keep up.
@@ -355,11 +357,6 @@ class Fanout:
             self.metrics.slow_clients_dropped += 1
             logger.warning("event=slow_client remote=%s", client_address(connection))
             self._close(connection, CloseCode.POLICY_VIOLATION, "too slow")
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
 
 def client_address(websocket: ServerConnection) -> str:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Coroutine
-from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
+from .background import Background
 from .fanout import client_address
 
 logger = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ class Keepalive:
         #: Connections whose slot hasn't been visited since they were added:
         #: the first visit may come at once, and only the second pings.
         self._new: set[ServerConnection] = set()
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background()
 
     def add(self, connection: ServerConnection) -> None:
         """Keep ``connection`` alive from now on."""
@@ -92,12 +91,14 @@ class Keepalive:
         if connection in self._unanswered:
             logger.info("event=ping_timeout remote=%s", client_address(connection))
             self.remove(connection)
-            self._spawn(connection.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout"))
+            self._background.spawn(
+                connection.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            )
             return
         self._unanswered.add(connection)
         # A task, short-lived: ping() waits for the write buffer to drain,
         # which a client that stopped reading would make last forever.
-        self._spawn(self._ping(connection))
+        self._background.spawn(self._ping(connection))
 
     async def _ping(self, connection: ServerConnection) -> None:
         try:
@@ -108,8 +109,3 @@ class Keepalive:
         asyncio.ensure_future(pong).add_done_callback(
             lambda _: self._unanswered.discard(connection)
         )
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
