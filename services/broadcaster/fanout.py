@@ -114,7 +114,7 @@ class Fanout:
         so no event falls into the gap, and none is sent twice (events
         waiting for the ``write_interval`` are written to the others first).
         """
-        client = Client(self._shared(identity), resuming)
+        client = Client(self._with_access(identity, identity.content_types), resuming)
         self.clients[websocket] = client
         mine = self.by_user.setdefault(identity.user_id, [])
         if websocket not in mine:  # followed again after a recomputation
@@ -203,8 +203,6 @@ class Fanout:
 
     def _send_run(self, run: list[tuple[int, bytes]]) -> None:
         """Write a run of ``(content type, frame)`` to whoever may see any of them."""
-        if not run:
-            return
         content_types = {content_type for content_type, _ in run}
         if len(content_types) == 1:  # whoever may see one sees all: the same bytes for all
             data = b"".join(frame for _, frame in run)
@@ -262,9 +260,7 @@ class Fanout:
             if client.identity.user_id not in access:
                 self._revoke(websocket)
                 continue
-            identity = self._shared(
-                dataclasses.replace(client.identity, content_types=access[client.identity.user_id])
-            )
+            identity = self._with_access(client.identity, access[client.identity.user_id])
             self._background.spawn(
                 self._follow_again(websocket, identity, at, resuming=client.resuming)
             )
@@ -292,18 +288,16 @@ class Fanout:
             self.metrics.access_revoked += 1
             await self._end(websocket, CloseCode.POLICY_VIOLATION, "access revoked")
             return False
-        client.identity = self._shared(
-            dataclasses.replace(client.identity, content_types=recomputed[user])
-        )
+        client.identity = self._with_access(client.identity, recomputed[user])
         return True
 
-    def _shared(self, identity: Identity) -> Identity:
-        """``identity``, with the set of content types other connections have if equal."""
-        mine = identity.content_types
-        if mine is None:
+    def _with_access(self, identity: Identity, content_types: ContentTypes) -> Identity:
+        """``identity`` seeing ``content_types``: the set other connections have if equal."""
+        if content_types is not None:
+            content_types = self._access_sets.setdefault(content_types, content_types)
+        if content_types is identity.content_types:
             return identity
-        shared = self._access_sets.setdefault(mine, mine)
-        return identity if shared is mine else dataclasses.replace(identity, content_types=shared)
+        return dataclasses.replace(identity, content_types=content_types)
 
     async def _access(self, users: Collection[int]) -> dict[int, ContentTypes]:
         self.metrics.access_recomputes += 1

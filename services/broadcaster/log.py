@@ -155,26 +155,25 @@ class EventLogReader:
         loaded = _entries([[STREAM, entries]])
         current = [entry for entry in loaded if entry.epoch in (declared, None)]
         self.history = History(declared, ORIGIN, from_origin=from_origin and current == loaded)
-        await self._accept(current, announce=False)
+        for entry in current:  # not handed on: they aren't new
+            self._add(entry)
+        self._signal()
         self.history.head = max(self.history.head, head)
         logger.info("event=log_loaded events=%d head=%s", len(self.history), self.history.head_id)
 
-    async def _accept(self, entries: list[Entry], *, announce: bool = True) -> None:
-        """Add entries to the history and hand them on (unless loading), a chunk at a time."""
+    async def _accept(self, entries: list[Entry]) -> None:
+        """Add new entries to the history and hand them on, a chunk at a time."""
         chunk: list[Entry] = []
         size = 0
         for entry in entries:
             self._add(entry)
             chunk.append(entry)
             size += len(entry.message)
-            if size >= CHUNK_BYTES and announce:
+            if size >= CHUNK_BYTES:
                 self._hand_on(chunk)
                 chunk, size = [], 0
                 await asyncio.sleep(0)
-        if announce:
-            self._hand_on(chunk)
-        else:
-            self._signal()
+        self._hand_on(chunk)
 
     def _add(self, entry: Entry) -> None:
         assert self.history is not None
