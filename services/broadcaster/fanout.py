@@ -10,8 +10,6 @@ import weakref
 from collections.abc import Callable, Collection, Iterable
 
 from django.db import DatabaseError
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
@@ -21,6 +19,7 @@ from shared.events import REVOKED
 from . import frames
 from .auth import ContentTypes, Identity
 from .background import Background
+from .connection import Closed, Connection
 from .history import Entry, History
 from .log import EventLogReader
 from .metrics import Metrics
@@ -58,9 +57,8 @@ class Fanout:
     meanwhile: under load, fewer writes, each event at most that much later.
     Waiting events are written first by whatever comes after them for the registered
     connections: an access change (and the closes it makes), a position
-    (and so a drain's 1001), a registration. A connection that websockets
-    itself closes meanwhile, or the server's handler, gets none of them: it
-    is leaving.
+    (and so a drain's 1001), a registration. A connection closing
+    meanwhile gets none of them: it is leaving.
     """
 
     def __init__(
@@ -81,11 +79,11 @@ class Fanout:
         #: Told of every access change when it is read, before any later entry.
         self.on_access_change = on_access_change
         #: Connections that receive live events: what each may see.
-        self.registry: Registry[ServerConnection] = Registry()
+        self.registry: Registry[Connection] = Registry()
         #: Every connection followed, registered or catching up, and by user.
-        self.clients: dict[ServerConnection, Client] = {}
+        self.clients: dict[Connection, Client] = {}
         #: (Lists: a user has a connection or a few; an empty set is 216 bytes.)
-        self.by_user: dict[int, list[ServerConnection]] = {}
+        self.by_user: dict[int, list[Connection]] = {}
         self._background = Background()
         #: One set of content types for all the connections that may see the
         #: same ones (a small frozenset is 216 bytes; most users share one).
@@ -103,9 +101,9 @@ class Fanout:
         return len(self.registry)
 
     async def follow(
-        self, websocket: ServerConnection, identity: Identity, at: Position, *, resuming: bool
+        self, connection: Connection, identity: Identity, at: Position, *, resuming: bool
     ) -> bool:
-        """Send ``websocket`` what came after ``at`` that it may see, then register it.
+        """Send ``connection`` what came after ``at`` that it may see, then register it.
 
         Access changes met on the way are applied: a revoked user is closed,
         one whose permissions changed is recomputed before the next event.
@@ -115,43 +113,43 @@ class Fanout:
         waiting for the ``write_interval`` are written to the others first).
         """
         client = Client(self._with_access(identity, identity.content_types), resuming)
-        self.clients[websocket] = client
+        self.clients[connection] = client
         mine = self.by_user.setdefault(identity.user_id, [])
-        if websocket not in mine:  # followed again after a recomputation
-            mine.append(websocket)
+        if connection not in mine:  # followed again after a recomputation
+            mine.append(connection)
         while True:
             history = self.log.history
             assert history is not None
             if not history.honours(at):  # overtaken while sending, or a new history
-                await self._end(websocket, CloseCode.TRY_AGAIN_LATER, "history moved, resume again")
+                self._close(connection, CloseCode.TRY_AGAIN_LATER, "history moved, resume again")
                 return False
             missed = list(history.after(at))
             if not missed:
                 break
             for entry in missed:
                 at = entry.position
-                if websocket not in self.clients:  # revoked meanwhile
+                if connection not in self.clients:  # revoked meanwhile
                     return False
                 change = entry.access
                 if change is not None and client.identity.user_id in change.users:
-                    if not await self._apply(websocket, client, change.access):
+                    if not await self._apply(connection, client, change.access):
                         return False
                 elif _may_see(client.identity.content_types, entry):
-                    await websocket.send(entry.message, text=True)
+                    await connection.send(entry.message)
                     self.metrics.events_replayed += 1
-        if websocket not in self.clients or websocket.state is not State.OPEN:
+        if connection not in self.clients or connection.state is not State.OPEN:
             return False
         self.flush()  # what waits to be written, it caught up through: for the others
-        self.registry.add(websocket, client.identity.content_types)
+        self.registry.add(connection, client.identity.content_types)
         return True
 
-    def forget(self, websocket: ServerConnection) -> None:
-        """Send nothing more to ``websocket``."""
-        self.registry.remove(websocket)
-        client = self.clients.pop(websocket, None)
+    def forget(self, connection: Connection) -> None:
+        """Send nothing more to ``connection``."""
+        self.registry.remove(connection)
+        client = self.clients.pop(connection, None)
         if client is not None:
             users = self.by_user[client.identity.user_id]
-            users.remove(websocket)
+            users.remove(connection)
             if not users:
                 del self.by_user[client.identity.user_id]
 
@@ -210,10 +208,10 @@ class Fanout:
             return
         # What is due to a connection depends only on what it may see: the
         # frames are joined once for each set of content types.
-        recipients: set[ServerConnection] = set()
+        recipients: set[Connection] = set()
         for content_type in content_types:
             recipients.update(self.registry.recipients(content_type))
-        by_access: dict[ContentTypes, list[ServerConnection]] = {}
+        by_access: dict[ContentTypes, list[Connection]] = {}
         for connection in recipients:
             access = self.clients[connection].identity.content_types  # as registered
             by_access.setdefault(access, []).append(connection)
@@ -221,7 +219,7 @@ class Fanout:
             due = [frame for t, frame in run if access is None or t in access]
             self._write(connections, b"".join(due), len(due))
 
-    def _write(self, connections: Iterable[ServerConnection], data: bytes, messages: int) -> None:
+    def _write(self, connections: Iterable[Connection], data: bytes, messages: int) -> None:
         written, slow = frames.write(connections, data, limit=self.slow_client_buffer)
         self.metrics.messages_sent += written * messages
         self.metrics.writes += written
@@ -235,58 +233,54 @@ class Fanout:
         # history already): after the events before it, which they may see.
         registered = [c for c in concerned if c in self.registry]
         if entry.access.access == REVOKED:
-            for websocket in registered:
-                self._revoke(websocket)
+            for connection in registered:
+                self._revoke(connection)
             return
         # Registered ones stop receiving until recomputed, then catch up from here.
-        for websocket in registered:
-            self.registry.remove(websocket)
+        for connection in registered:
+            self.registry.remove(connection)
         if registered:
             self._background.spawn(self._recompute(registered, entry.position))
 
-    async def _recompute(self, connections: list[ServerConnection], at: Position) -> None:
+    async def _recompute(self, connections: list[Connection], at: Position) -> None:
         """Recompute what these connections may see, all in one batch, and resume them."""
         users = {self.clients[c].identity.user_id for c in connections if c in self.clients}
         try:
             access = await self._access(users)
         except DatabaseError:
-            for websocket in connections:
-                self._close(websocket, CloseCode.TRY_AGAIN_LATER, "database unavailable")
+            for connection in connections:
+                self._close(connection, CloseCode.TRY_AGAIN_LATER, "database unavailable")
             return
-        for websocket in connections:
-            client = self.clients.get(websocket)
+        for connection in connections:
+            client = self.clients.get(connection)
             if client is None:
                 continue
             if client.identity.user_id not in access:
-                self._revoke(websocket)
+                self._revoke(connection)
                 continue
             identity = self._with_access(client.identity, access[client.identity.user_id])
             self._background.spawn(
-                self._follow_again(websocket, identity, at, resuming=client.resuming)
+                self._follow_again(connection, identity, at, resuming=client.resuming)
             )
 
     async def _follow_again(
-        self, websocket: ServerConnection, identity: Identity, at: Position, *, resuming: bool
+        self, connection: Connection, identity: Identity, at: Position, *, resuming: bool
     ) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await self.follow(websocket, identity, at, resuming=resuming)
+        with contextlib.suppress(Closed):
+            await self.follow(connection, identity, at, resuming=resuming)
 
-    async def _apply(self, websocket: ServerConnection, client: Client, access: str) -> bool:
-        """Apply an access change met while catching up; whether the client stays.
-
-        Closes are awaited here, not left to a task: the caller may be the
-        connection's handler, whose return would close with 1000 first.
-        """
+    async def _apply(self, connection: Connection, client: Client, access: str) -> bool:
+        """Apply an access change met while catching up; whether the client stays."""
         user = client.identity.user_id
         if access != REVOKED:
             try:
                 recomputed = await self._access({user})
             except DatabaseError:
-                await self._end(websocket, CloseCode.TRY_AGAIN_LATER, "database unavailable")
+                self._close(connection, CloseCode.TRY_AGAIN_LATER, "database unavailable")
                 return False
         if access == REVOKED or user not in recomputed:
             self.metrics.access_revoked += 1
-            await self._end(websocket, CloseCode.POLICY_VIOLATION, "access revoked")
+            self._close(connection, CloseCode.POLICY_VIOLATION, "access revoked")
             return False
         client.identity = self._with_access(client.identity, recomputed[user])
         return True
@@ -304,19 +298,15 @@ class Fanout:
         self.metrics.access_users_recomputed += len(users)
         return await asyncio.to_thread(self.access_of, users)
 
-    def _revoke(self, websocket: ServerConnection) -> None:
+    def _revoke(self, connection: Connection) -> None:
         self.metrics.access_revoked += 1
-        self._close(websocket, CloseCode.POLICY_VIOLATION, "access revoked")
+        self._close(connection, CloseCode.POLICY_VIOLATION, "access revoked")
 
-    def _close(self, websocket: ServerConnection, code: CloseCode, reason: str) -> None:
-        self.forget(websocket)
-        self.close(websocket, code, reason)
+    def _close(self, connection: Connection, code: CloseCode, reason: str) -> None:
+        self.forget(connection)
+        connection.close(code, reason)
 
-    async def _end(self, websocket: ServerConnection, code: CloseCode, reason: str) -> None:
-        self.forget(websocket)
-        await websocket.close(code, reason)
-
-    def tell_position(self, history: History, connections: Iterable[ServerConnection]) -> None:
+    def tell_position(self, history: History, connections: Iterable[Connection]) -> None:
         """Send the log's position to those of ``connections`` that resume."""
         self.flush()  # the events before it first
         resuming = [c for c in connections if c in self.registry and self.clients[c].resuming]
@@ -335,11 +325,7 @@ class Fanout:
                 told = history.head_id
                 self.tell_position(history, list(self.registry))
 
-    def close(self, websocket: ServerConnection, code: CloseCode, reason: str) -> None:
-        """Start closing ``websocket`` in the background."""
-        self._background.spawn(websocket.close(code, reason))
-
-    def _cut(self, slow: list[ServerConnection]) -> None:
+    def _cut(self, slow: list[Connection]) -> None:
         """Disconnect clients that don't keep up.
 
         Writes have no backpressure: without this, a client that stopped
@@ -349,19 +335,8 @@ class Fanout:
         """
         for connection in slow:
             self.metrics.slow_clients_dropped += 1
-            logger.warning("event=slow_client remote=%s", client_address(connection))
+            logger.warning("event=slow_client remote=%s", connection.address)
             self._close(connection, CloseCode.POLICY_VIOLATION, "too slow")
-
-
-def client_address(websocket: ServerConnection) -> str:
-    """The client's address: X-Forwarded-For behind the proxy, else the peer's."""
-    forwarded = websocket.request.headers.get("X-Forwarded-For") if websocket.request else None
-    if forwarded:
-        return forwarded.split(",")[0].strip()
-    try:
-        return str(websocket.remote_address[0])
-    except (TypeError, IndexError):
-        return "-"
 
 
 def _may_see(content_types: ContentTypes, entry: Entry) -> bool:

@@ -9,11 +9,21 @@ what is due to one connection is written to it in one call.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
+
+if TYPE_CHECKING:  # connections write the frames made here
+    from .connection import Connection
+
+logger = logging.getLogger(__name__)
+
+
+#: An empty ping: pongs aren't matched to pings, any pong answers (.keepalive).
+PING = Frame(Opcode.PING, b"").serialize(mask=False)
 
 
 def text_frame(message: bytes) -> bytes:
@@ -27,22 +37,20 @@ def text_frame(message: bytes) -> bytes:
 
 
 def write(
-    connections: Iterable[ServerConnection], data: bytes, *, limit: int
-) -> tuple[int, list[ServerConnection]]:
+    connections: Iterable[Connection], data: bytes, *, limit: int
+) -> tuple[int, list[Connection]]:
     """Write ``data``, whole frames, to each of ``connections`` that may take it now.
 
-    As ``broadcast()`` does, skips the connections that aren't open (nothing
-    may follow a close frame) and those sending a fragmented message (no
-    frame may come between its fragments). There is no backpressure: those
-    whose unsent data already exceeds ``limit`` bytes get nothing and are
-    returned, for the caller to disconnect; so is the number written to.
-    Connections may be removed from ``connections`` once this returns, not
-    before.
+    As ``broadcast()`` does, skips the connections that aren't open: nothing
+    may follow a close frame. There is no backpressure: those whose unsent
+    data already exceeds ``limit`` bytes get nothing and are returned, for
+    the caller to disconnect; so is the number written to. Connections may
+    be removed from ``connections`` once this returns, not before.
     """
     written = 0
     slow = []
     for connection in connections:
-        if connection.protocol.state is not State.OPEN or connection.send_in_progress is not None:
+        if connection.state is not State.OPEN:
             continue
         transport = connection.transport
         if transport.get_write_buffer_size() > limit:
@@ -51,7 +59,7 @@ def write(
         try:
             transport.write(data)
         except Exception as exc:  # as broadcast(): one failure doesn't stop the others
-            connection.logger.warning("skipped write: %r", exc)
+            logger.warning("event=write_failed remote=%s error=%r", connection.address, exc)
             continue
         written += 1
     return written, slow

@@ -13,11 +13,10 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.server import ServerConnection
-
 from shared.eventlog import Position, event_id
 
 from .auth import Identity
+from .connection import Connection
 from .metrics import Metrics
 
 if TYPE_CHECKING:  # they send control messages built here
@@ -67,7 +66,7 @@ def position(position_id: str) -> str:
 
 
 async def resume(
-    websocket: ServerConnection,
+    connection: Connection,
     identity: Identity,
     last_id: object,
     *,
@@ -96,5 +95,5 @@ async def resume(
     if last_id is not None:
         metrics.resumes["recovered" if recovered else "not_recovered"] += 1
     at = asked if recovered and asked is not None else seen
-    await websocket.send(welcome(event_id(history.epoch, at), recovered=recovered))
-    return await fanout.follow(websocket, identity, at, resuming=True)
+    await connection.send(welcome(event_id(history.epoch, at), recovered=recovered).encode())
+    return await fanout.follow(connection, identity, at, resuming=True)

@@ -20,17 +20,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.db import DatabaseError
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Origin
 
+from shared.eventlog import Position
+
 from .auth import Identity, access_of
+from .background import Background
 from .config import Config
-from .connection import Connection
-from .fanout import Fanout, client_address
+from .connection import Closed, Connection, Settings
+from .fanout import Fanout
 from .identities import Identities
 from .keepalive import Keepalive
 from .log import EventLogReader
@@ -43,8 +44,6 @@ logger = logging.getLogger(__name__)
 #: Largest first message read: a django-sesame token is well under 200 bytes.
 #: Clients send nothing else, so this is the limit for the whole connection.
 MAX_MESSAGE_SIZE = 1024
-#: Incoming messages buffered before reading pauses; clients shouldn't send any.
-MAX_QUEUE = 4
 
 
 class Broadcaster:
@@ -75,10 +74,14 @@ class Broadcaster:
             cache_size=config.auth_cache_size,
             cache_seconds=config.auth_cache_seconds,
         )
-        #: Connections past the handshake whose handler still runs: pending
-        #: (authenticating) and authenticated ones.
+        #: Connections past the handshake and not closed yet.
         self.open = 0
-        self.pending = 0
+        #: Open connections that haven't sent their token yet.
+        self._unauthenticated: set[Connection] = set()
+        #: Tokens being checked.
+        self._authenticating = 0
+        #: The tasks that authenticate clients and catch them up.
+        self._sessions = Background()
         self.draining = False
 
     @property
@@ -107,7 +110,7 @@ class Broadcaster:
 
     # HTTP, before the WebSocket handshake.
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def process_request(self, connection: Connection, request: Request) -> Response | None:
         """Answer the health checks; refuse upgrades when draining, full or saturated.
 
         /metrics is on the metrics port: here it is 404, never an upgrade.
@@ -141,37 +144,77 @@ class Broadcaster:
             return connection.respond(503, "too many unauthenticated connections\n")
         return None
 
-    # WebSocket connections.
+    # WebSocket connections: open, say hello, authenticated, closed.
 
-    async def handler(self, websocket: ServerConnection) -> None:
-        """Serve one client, counted in :attr:`open` and kept alive until it leaves."""
+    @property
+    def pending(self) -> int:
+        """Open connections not authenticated yet: waiting for the token, or checking it."""
+        return len(self._unauthenticated) + self._authenticating
+
+    def connection_open(self, connection: Connection) -> None:
         self.open += 1
-        self.keepalive.add(websocket)
-        try:
-            await self.serve_client(websocket)
-        finally:
-            self.keepalive.remove(websocket)
-            self.open -= 1
+        self.keepalive.add(connection)
+        self._unauthenticated.add(connection)
+        connection.set_timer(self.config.auth_timeout, lambda: self._auth_timed_out(connection))
 
-    async def serve_client(self, websocket: ServerConnection) -> None:
-        """Authenticate the client, resume it if asked, keep it registered until it leaves."""
+    def _auth_timed_out(self, connection: Connection) -> None:
+        self._unauthenticated.discard(connection)
+        self._auth_failed("timeout", connection)
+        connection.close(CloseCode.POLICY_VIOLATION, "authentication timed out")
+
+    def message_received(self, connection: Connection, message: str | bytes) -> None:
+        if connection not in self._unauthenticated:
+            # Clients have nothing to say after the first message: one that
+            # keeps sending would make this process read and drop it forever.
+            self.metrics.clients_sending += 1
+            logger.warning("event=client_sent remote=%s", connection.address)
+            connection.close(CloseCode.POLICY_VIOLATION, "clients send nothing")
+            return
+        self._unauthenticated.discard(connection)
+        connection.cancel_timer()
         assert self.log.history is not None  # process_request refuses connections before
         # Events and access changes after this position are applied to the
         # client whatever its permissions read below saw.
         seen = self.log.history.head
-        self.pending += 1
-        try:
-            authenticated = await self.authenticate(websocket)
-        finally:
-            self.pending -= 1
-        if authenticated is None:
-            return
-        identity, hello = authenticated
+        self._authenticating += 1
+        self._sessions.spawn(self.serve_client(connection, message, seen))
 
+    def connection_closed(self, connection: Connection) -> None:
+        self.open -= 1
+        self.keepalive.remove(connection)
+        self.fanout.forget(connection)
+        if connection in self._unauthenticated:
+            self._unauthenticated.discard(connection)
+            too_big = connection.close_sent_code == CloseCode.MESSAGE_TOO_BIG
+            self._auth_failed("too_large" if too_big else "closed", connection)
+        elif connection.label != "-":
+            logger.info(
+                "event=disconnect user=%s remote=%s code=%s",
+                connection.label,
+                connection.address,
+                connection.close_code,
+            )
+
+    async def serve_client(
+        self, connection: Connection, message: str | bytes, seen: Position
+    ) -> None:
+        """Authenticate the client, resume it if asked, register it; the task ends there.
+
+        An idle connection has no task: what it receives is written to it by
+        the fan-out, and what it sends is read by :class:`.Connection`.
+        """
         try:
+            try:
+                authenticated = await self.authenticate(connection, message)
+            finally:
+                self._authenticating -= 1
+            if authenticated is None:
+                return
+            identity, hello = authenticated
+            connection.label = identity.username
             if hello.resuming:
                 followed = await resume(
-                    websocket,
+                    connection,
                     identity,
                     hello.last_id,
                     seen=seen,
@@ -180,73 +223,48 @@ class Broadcaster:
                     metrics=self.metrics,
                 )
             else:
-                followed = await self.fanout.follow(websocket, identity, seen, resuming=False)
+                followed = await self.fanout.follow(connection, identity, seen, resuming=False)
             if not followed:
                 return
             self.metrics.connections_opened += 1
             logger.info(
                 "event=connect user=%s remote=%s content_types=%s resuming=%s",
                 identity.username,
-                client_address(websocket),
+                connection.address,
                 "all" if identity.content_types is None else len(identity.content_types),
                 hello.resuming,
             )
-            # This frame lasts as long as the connection: not the token.
-            del authenticated, hello
-            # Clients have nothing to say after the first message: one that
-            # keeps sending would make this process read and drop it forever.
-            # (recv() rather than async for: one frame less to keep.)
-            await websocket.recv()
-            self.metrics.clients_sending += 1
-            logger.warning("event=client_sent remote=%s", client_address(websocket))
-            await websocket.close(CloseCode.POLICY_VIOLATION, "clients send nothing")
-        except ConnectionClosed:
+        except Closed:
             pass
         finally:
-            self.fanout.forget(websocket)
-            logger.info(
-                "event=disconnect user=%s remote=%s code=%s",
-                identity.username,
-                client_address(websocket),
-                websocket.close_code,
-            )
+            if connection.state is State.CLOSED:  # closed before it was followed
+                self.fanout.forget(connection)
 
-    async def authenticate(self, websocket: ServerConnection) -> tuple[Identity, Hello] | None:
-        """Read the first message and check its token; close the connection if it's refused."""
-        remote = client_address(websocket)
-        try:
-            async with asyncio.timeout(self.config.auth_timeout):
-                message = await websocket.recv()
-        except TimeoutError:
-            self._auth_failed("timeout", remote)
-            await websocket.close(CloseCode.POLICY_VIOLATION, "authentication timed out")
-            return None
-        except ConnectionClosed as exc:
-            too_big = exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG
-            self._auth_failed("too_large" if too_big else "closed", remote)
-            return None
-
+    async def authenticate(
+        self, connection: Connection, message: str | bytes
+    ) -> tuple[Identity, Hello] | None:
+        """Check the first message's token; close the connection if it's refused."""
         hello = parse_hello(message) if isinstance(message, str) else None
         if hello is None:
-            self._auth_failed("binary" if isinstance(message, bytes) else "malformed", remote)
-            await websocket.close(CloseCode.INTERNAL_ERROR, "authentication failed")
+            self._auth_failed("binary" if isinstance(message, bytes) else "malformed", connection)
+            connection.close(CloseCode.INTERNAL_ERROR, "authentication failed")
             return None
         try:
             identity = await self.identities.identify(hello.token)
         except DatabaseError as exc:
-            logger.error("event=auth_error remote=%s error=%r", remote, str(exc))
-            self._auth_failed("database", remote)
-            await websocket.close(CloseCode.TRY_AGAIN_LATER, "database unavailable")
+            logger.error("event=auth_error remote=%s error=%r", connection.address, str(exc))
+            self._auth_failed("database", connection)
+            connection.close(CloseCode.TRY_AGAIN_LATER, "database unavailable")
             return None
         if identity is None:
-            self._auth_failed("invalid", remote)
-            await websocket.close(CloseCode.INTERNAL_ERROR, "authentication failed")
+            self._auth_failed("invalid", connection)
+            connection.close(CloseCode.INTERNAL_ERROR, "authentication failed")
             return None
         return identity, hello
 
-    def _auth_failed(self, reason: str, remote: str) -> None:
+    def _auth_failed(self, reason: str, connection: Connection) -> None:
         self.metrics.auth_failures[reason] += 1
-        logger.info("event=auth_failure reason=%s remote=%s", reason, remote)
+        logger.info("event=auth_failure reason=%s remote=%s", reason, connection.address)
 
     # Lifecycle.
 
@@ -255,30 +273,21 @@ class Broadcaster:
         # Browsers send Origin: only the site's own are accepted. Other clients
         # (python -m websockets) send none, and have no cookies to abuse.
         origins = [*(Origin(origin) for origin in settings.CSRF_TRUSTED_ORIGINS), None]
-        async with (
-            # Closes after the public port: scrapes go on while draining.
-            serve_metrics(self.render_metrics, self.config.host, self.config.metrics_port),
-            serve(
-                self.handler,
-                self.config.host,
-                self.config.port,
-                process_request=self.process_request,
-                origins=origins,
-                # Messages are small JSON documents: per-connection compression
-                # contexts would cost far more memory than they save bandwidth.
-                compression=None,
-                # write_limit is left alone: only send() waits on it, and events
-                # are written straight to the transport (.frames), which doesn't;
-                # slow_client_buffer bounds that.
-                max_size=MAX_MESSAGE_SIZE,
-                max_queue=MAX_QUEUE,
-                # One task pings every connection (self.keepalive), rather
-                # than one task per connection.
-                ping_interval=None,
-                close_timeout=self.config.close_timeout,
-                create_connection=Connection,
-            ) as server,
-        ):
+        # Messages come uncompressed (no extension is accepted): per-connection
+        # compression contexts would cost far more memory than they save
+        # bandwidth on small JSON documents.
+        connections = Settings(
+            self,
+            origins=origins,
+            max_size=MAX_MESSAGE_SIZE,
+            close_timeout=self.config.close_timeout,
+        )
+        loop = asyncio.get_running_loop()
+        # Closes after the public port: scrapes go on while draining.
+        async with serve_metrics(self.render_metrics, self.config.host, self.config.metrics_port):
+            server = await loop.create_server(
+                lambda: Connection(connections), self.config.host, self.config.port
+            )
             log = asyncio.create_task(self.log.run())
             positions = asyncio.create_task(
                 self.fanout.send_positions(self.log, self.config.position_seconds)
@@ -291,8 +300,13 @@ class Broadcaster:
                 self.config.metrics_port,
             )
             tasks = (log, positions, keepalive)
-            await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            await self.drain(server)
+            try:
+                await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                await self.drain(server, connections)
+            finally:
+                server.close()
+                for connection in list(connections.connections):
+                    connection.transport.abort()
             for task in tasks:
                 if task.done():
                     # They loop forever: ending is a bug. Exit so that the
@@ -300,7 +314,7 @@ class Broadcaster:
                     raise RuntimeError(f"{task.get_coro()} stopped") from task.exception()
                 task.cancel()
 
-    async def drain(self, server: Server) -> None:
+    async def drain(self, server: asyncio.Server, connections: Settings) -> None:
         """Stop taking clients and close every connection with 1001.
 
         Closes are spread over ``drain_seconds`` so that clients, which come
@@ -308,28 +322,30 @@ class Broadcaster:
         resuming client is told its position just before its close frame.
         """
         self.draining = True
-        server.close(close_connections=False)  # stop listening; handshakes get 503
-        connections = [c for c in server.connections if c.state is State.OPEN]
+        server.close()  # stop listening; handshakes already under way get 503
+        open_ = [c for c in connections.connections if c.state is State.OPEN]
         logger.info(
-            "event=draining connections=%d over=%.1fs", len(connections), self.config.drain_seconds
+            "event=draining connections=%d over=%.1fs", len(open_), self.config.drain_seconds
         )
         # Up to 20 batches a second; no pause after the last one.
-        batches = max(1, min(len(connections), math.ceil(self.config.drain_seconds * 20)))
-        size = max(1, math.ceil(len(connections) / batches))
+        batches = max(1, min(len(open_), math.ceil(self.config.drain_seconds * 20)))
+        size = max(1, math.ceil(len(open_) / batches))
         pause = self.config.drain_seconds / max(1, batches - 1)
-        for start in range(0, len(connections), size):
+        for start in range(0, len(open_), size):
             if start:
                 await asyncio.sleep(pause)
-            batch = connections[start : start + size]
+            batch = open_[start : start + size]
             if self.log.history is not None:
                 self.fanout.tell_position(self.log.history, batch)
             for connection in batch:
-                self.fanout.close(connection, CloseCode.GOING_AWAY, "server shutting down")
-        try:
-            async with asyncio.timeout(self.config.close_timeout + 1):
-                await server.wait_closed()
-        except TimeoutError:
-            logger.warning("event=drain_incomplete connections=%d", len(server.connections))
+                connection.close(CloseCode.GOING_AWAY, "server shutting down")
+        closing = [asyncio.ensure_future(c.wait_closed()) for c in connections.connections]
+        if closing:
+            _, left = await asyncio.wait(closing, timeout=self.config.close_timeout + 1)
+            if left:
+                logger.warning("event=drain_incomplete connections=%d", len(left))
+                for waiter in left:
+                    waiter.cancel()
         logger.info("event=drained")
 
 

@@ -1,26 +1,32 @@
-"""Connections trimmed for idle clients still behave as websockets' own.
+"""Connections that keep no parser while idle still read what clients send as websockets would.
 
-:class:`broadcaster.connection.Connection` queues in lists what websockets
-queues in deques, and forgets the handshake but X-Forwarded-For. The
-clients here write frames as given (:class:`.bare.BareClient`), to reach
-the queue of frames received but not read yet.
+:class:`broadcaster.connection.Connection` hands websockets' sans-I/O
+protocol whole frames only, and drops the protocol between two. Here the
+bytes a client sends reach it cut at every place a network could cut them,
+and the frames that need the protocol (pings, closes, errors) arrive on
+idle connections. The clients are bare sockets (:class:`.bare.BareClient`),
+which write frames exactly as given; some tests serve them with a real
+broadcaster, the others with a :class:`Connection` in this process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
+import socket
+from collections.abc import AsyncIterator
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.frames import Close, Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
 
-from broadcaster.connection import Connection, SmallQueue
+from broadcaster.connection import Connection, Settings
 from testing import BroadcasterProcess, wait_until
 from web.notifications.tokens import token_for
 
 from .bare import BareClient, serve_until
-from .helpers import user
+from .helpers import RECEIVE_TIMEOUT, user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,7 +40,6 @@ def test_a_token_sent_in_fragments_authenticates(broadcaster: BroadcasterProcess
 
 
 def test_a_token_left_unfinished_times_out(broadcaster: BroadcasterProcess) -> None:
-    """The frames of a message cut short by the timeout are put back, then it closes."""
     root = user("root", is_superuser=True)
     with BareClient(broadcaster.port) as client:
         client.write(client.fragments(token_for(root), final=False))
@@ -60,33 +65,192 @@ def test_the_address_behind_the_proxy_outlives_the_handshake(
     assert "event=disconnect user=root remote=203.0.113.7 " in output
 
 
-def test_an_idle_connection_keeps_no_deque_and_no_handshake() -> None:
-    """What the trimming gives back is actually given back.
-
-    It replaces websockets' internals: a new websockets that renamed them
-    would leave the deques (760 bytes each) in place, silently.
-    """
-    asyncio.run(inspect_an_idle_connection())
+# In this process: a Connection whose server side the test sees.
 
 
-async def inspect_an_idle_connection() -> None:
-    handled: asyncio.Future[ServerConnection] = asyncio.get_running_loop().create_future()
+class Recording:
+    """A server that accepts every handshake and records what its connections say."""
 
-    async def handler(websocket: ServerConnection) -> None:
-        handled.set_result(websocket)
-        await websocket.wait_closed()
+    def __init__(self) -> None:
+        self.opened: asyncio.Queue[Connection] = asyncio.Queue()
+        self.messages: list[str | bytes] = []
+        self.arrived: asyncio.Queue[str | bytes] = asyncio.Queue()
+        self.closed: list[Connection] = []
 
-    async with serve(
-        handler, "127.0.0.1", 0, create_connection=Connection, ping_interval=None
-    ) as server:
-        port = server.sockets[0].getsockname()[1]
-        headers = {"X-Forwarded-For": "203.0.113.7", "Cookie": "sessionid=" + "x" * 500}
-        async with connect(f"ws://127.0.0.1:{port}/", additional_headers=headers):
-            connection = await handled
-            assert connection.request is not None and connection.response is None
-            assert list(connection.request.headers.raw_items()) == [
-                ("X-Forwarded-For", "203.0.113.7")
-            ]
-            queues = [*vars(connection).values(), *vars(connection.recv_messages.frames).values()]
-            assert not any(isinstance(value, collections.deque) for value in queues)
-            assert sum(isinstance(value, SmallQueue) for value in queues) == 2
+    def process_request(self, connection: Connection, request: Request) -> Response | None:
+        return None
+
+    def connection_open(self, connection: Connection) -> None:
+        self.opened.put_nowait(connection)
+
+    def message_received(self, connection: Connection, message: str | bytes) -> None:
+        self.messages.append(message)
+        self.arrived.put_nowait(message)
+
+    def connection_closed(self, connection: Connection) -> None:
+        self.closed.append(connection)
+
+
+@contextlib.asynccontextmanager
+async def serving(max_size: int = 1024) -> AsyncIterator[tuple[Recording, int]]:
+    recording = Recording()
+    settings = Settings(recording, origins=None, max_size=max_size, close_timeout=5)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: Connection(settings), "127.0.0.1", 0)
+    async with server:
+        yield recording, server.sockets[0].getsockname()[1]
+
+
+async def opened(port: int, recording: Recording) -> tuple[BareClient, Connection]:
+    client = await asyncio.to_thread(BareClient, port, answers=False)
+    async with asyncio.timeout(RECEIVE_TIMEOUT):
+        return client, await recording.opened.get()
+
+
+def frame(opcode: Opcode, data: bytes, *, fin: bool = True, mask: bool = True) -> bytes:
+    return bytes(Frame(opcode, data, fin=fin).serialize(mask=mask, extensions=[]))
+
+
+async def received(client: BareClient, count: int) -> list[Frame]:
+    """The first ``count`` frames the server sent ``client``."""
+
+    def read() -> list[Frame]:
+        while len(client.received) < count:
+            client.read()
+        return client.received[:count]
+
+    return await asyncio.to_thread(read)
+
+
+def test_frames_cut_at_every_byte_are_read_whole() -> None:
+    asyncio.run(frames_cut_at_every_byte())
+
+
+async def frames_cut_at_every_byte() -> None:
+    async with serving() as (recording, port):
+        client, connection = await opened(port, recording)
+        with client:
+            data = (
+                BareClient.fragments("the token", parts=3)
+                + frame(Opcode.PING, b"are you there?")
+                + frame(Opcode.PONG, b"")
+                + frame(Opcode.TEXT, b"x" * 300)  # a 16-bit length
+            )
+            connection.pong_waiting = True
+            # As if each byte came in a read of its own.
+            for i in range(len(data)):
+                connection.data_received(data[i : i + 1])
+            assert recording.messages == ["the token", "x" * 300]
+            assert not connection.pong_waiting
+            [pong] = await received(client, 1)
+            assert (pong.opcode, pong.data) == (Opcode.PONG, b"are you there?")
+            assert connection._protocol is None and connection._buffer == b""
+
+
+def test_an_idle_connection_keeps_no_parser_between_frames() -> None:
+    """What makes an idle connection small: the parser is made for a frame, then dropped."""
+    asyncio.run(no_parser_between_frames())
+
+
+async def no_parser_between_frames() -> None:
+    async with serving() as (recording, port):
+        client, connection = await opened(port, recording)
+        with client:
+            assert connection._protocol is None  # the handshake's, dropped
+            client.write(frame(Opcode.TEXT, b"the token") + frame(Opcode.PING, b"1"))
+            [pong] = await received(client, 1)
+            assert (pong.opcode, pong.data) == (Opcode.PONG, b"1")
+            assert recording.messages == ["the token"]
+            assert connection._protocol is None
+            # A pong needs no parser at all.
+            connection.ping()
+            [_, ping] = await received(client, 2)
+            assert ping.opcode is Opcode.PING and connection.pong_waiting
+            # Read in order: once the ping after it is answered, the pong was read.
+            client.write(frame(Opcode.PONG, b"") + frame(Opcode.PING, b"2"))
+            [_, _, pong] = await received(client, 3)
+            assert (pong.opcode, pong.data) == (Opcode.PONG, b"2")
+            assert not connection.pong_waiting
+            assert connection._protocol is None
+
+
+def test_a_request_and_its_first_message_in_one_write() -> None:
+    asyncio.run(request_and_message_together())
+
+
+async def request_and_message_together() -> None:
+    async with serving() as (recording, port):
+        sock = socket.create_connection(("127.0.0.1", port))
+        with sock:
+            request = (
+                "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            sock.sendall(request.encode() + frame(Opcode.TEXT, b"the token"))
+            async with asyncio.timeout(RECEIVE_TIMEOUT):
+                await recording.opened.get()
+                assert await recording.arrived.get() == "the token"
+
+
+@pytest.mark.parametrize(
+    ("data", "close"),
+    [
+        pytest.param(
+            frame(Opcode.TEXT, b"x", mask=False), (1002, "incorrect masking"), id="unmasked"
+        ),
+        pytest.param(
+            frame(Opcode.BINARY, b"x" * 2000),
+            (1009, "frame with 2000 bytes exceeds limit of 1024 bytes"),
+            id="too-big",
+        ),
+        pytest.param(
+            frame(Opcode.TEXT, b"x" * 600, fin=False) + frame(Opcode.CONT, b"x" * 600),
+            (1009, "frame with 600 bytes after reading 600 bytes exceeds limit of 1024 bytes"),
+            id="fragments-too-big",
+        ),
+        pytest.param(frame(Opcode.TEXT, b"\xff\xfe"), (1007, "invalid UTF-8"), id="not-utf8"),
+        pytest.param(frame(Opcode.CONT, b"x"), (1002, "unexpected continuation frame"), id="stray"),
+        pytest.param(
+            frame(Opcode.CLOSE, Close(1000, "bye").serialize()), (1000, "bye"), id="close"
+        ),
+    ],
+)
+def test_what_an_idle_connection_may_not_be_sent_closes_it(
+    data: bytes, close: tuple[int, str]
+) -> None:
+    asyncio.run(idle_connection_closed(data, close))
+
+
+async def idle_connection_closed(data: bytes, close: tuple[int, str]) -> None:
+    async with serving() as (recording, port):
+        client, connection = await opened(port, recording)
+        with client:
+            client.write(frame(Opcode.TEXT, b"the token"))
+            client.write(data)
+            await asyncio.to_thread(
+                serve_until, [client], lambda: client.close is not None, "close"
+            )
+            code, reason = client.close or (0, "")
+            assert (code, reason.split(" at position")[0]) == close  # websockets' reasons
+            assert connection.state is not State.OPEN
+            client.answer()  # the closing handshake
+        async with asyncio.timeout(RECEIVE_TIMEOUT):
+            await connection.wait_closed()
+        assert recording.messages == ["the token"]
+        assert recording.closed == [connection]
+
+
+def test_a_request_too_large_is_refused_with_431() -> None:
+    asyncio.run(request_too_large())
+
+
+async def request_too_large() -> None:
+    async with serving() as (recording, port):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=RECEIVE_TIMEOUT)
+        with sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nCookie: " + b"x" * 20_000)
+            response = await asyncio.to_thread(sock.recv, 65536)
+            assert response.startswith(b"HTTP/1.1 431 ")
+            assert await asyncio.to_thread(sock.recv, 65536) == b""  # and closed
+        assert recording.opened.empty() and recording.closed == []

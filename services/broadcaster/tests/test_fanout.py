@@ -5,8 +5,8 @@ from consecutive events in one call. These tests append several entries to
 the log in one Redis transaction, so that the broadcaster reads them in one
 batch, and check what real clients see: each allowed event once, in order,
 as valid frames (websockets' client parses them); access changes in the
-middle of a batch applied at their place; connections that are closing or
-sending a fragmented message left alone; slow clients cut within a run.
+middle of a batch applied at their place; connections that are closing
+left alone; slow clients cut within a run.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -26,11 +26,12 @@ from django.contrib.auth.models import Group, Permission, User
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from websockets.asyncio.client import connect as connect_async
-from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 from websockets.sync.client import ClientConnection
 
 from broadcaster.auth import Identity
+from broadcaster.connection import Connection, Settings
 from broadcaster.fanout import Fanout
 from broadcaster.history import Entry, History
 from broadcaster.log import EventLogReader
@@ -302,10 +303,9 @@ def test_a_closing_connection_gets_nothing_after_its_close_frame(
         assert raw.pending() == b""
 
 
-# What can't be made from outside the process, or not precisely: a
-# connection sending a fragmented message (the broadcaster sends none), a
-# slow client behind small socket buffers. Here are a real server and client
-# in this process, with the fan-out of a broadcaster.
+# What can't be made from outside the process, or not precisely: a slow
+# client behind small socket buffers. Here are a real server and client in
+# this process, with the fan-out of a broadcaster.
 
 
 def in_process_fanout(*, slow_client_buffer: int = 65536) -> tuple[Fanout, Metrics]:
@@ -326,40 +326,23 @@ def entry(seq: int, message: str) -> Entry:
     return Entry(Position(1, seq), 1, message.encode())
 
 
-def test_a_connection_sending_a_fragmented_message_is_skipped() -> None:
-    asyncio.run(fragmented_message_is_skipped())
+class Opening:
+    """A server's side of :class:`.Connection` that accepts all and tells who opened."""
 
+    def __init__(self, on_open: Callable[[Connection], None]) -> None:
+        self.on_open = on_open
 
-async def fragmented_message_is_skipped() -> None:
-    fanout, metrics = in_process_fanout()
-    halfway, resume, sent = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    def process_request(self, connection: Connection, request: Request) -> Response | None:
+        return None
 
-    async def fragments() -> AsyncIterator[str]:
-        yield "first half, "
-        halfway.set()
-        await resume.wait()
-        yield "second half"
+    def connection_open(self, connection: Connection) -> None:
+        self.on_open(connection)
 
-    async def handler(websocket: ServerConnection) -> None:
-        await fanout.follow(websocket, Identity(1, "root", None), ORIGIN, resuming=False)
-        await websocket.send(fragments())
-        sent.set()
-        await websocket.wait_closed()
+    def message_received(self, connection: Connection, message: str | bytes) -> None:
+        pass
 
-    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
-        port = server.sockets[0].getsockname()[1]
-        async with connect_async(f"ws://127.0.0.1:{port}/") as client:
-            async with asyncio.timeout(RECEIVE_TIMEOUT):
-                await halfway.wait()
-            fanout.on_entries([entry(1, "during"), entry(2, "the fragments")])
-            resume.set()
-            async with asyncio.timeout(RECEIVE_TIMEOUT):
-                await sent.wait()
-                assert await client.recv() == "first half, second half"
-            fanout.on_entries([entry(3, "after")])
-            async with asyncio.timeout(RECEIVE_TIMEOUT):
-                assert await client.recv() == "after"
-    assert metrics.messages_sent == 1
+    def connection_closed(self, connection: Connection) -> None:
+        pass
 
 
 def test_a_slow_client_is_cut_within_a_run_past_the_limit() -> None:
@@ -372,17 +355,22 @@ def test_a_slow_client_is_cut_within_a_run_past_the_limit() -> None:
 async def slow_client_is_cut() -> None:
     fanout, metrics = in_process_fanout(slow_client_buffer=65536)
     registered = asyncio.Event()
+    followed = []
 
-    async def handler(websocket: ServerConnection) -> None:
+    def on_open(connection: Connection) -> None:
         # Small kernel buffers: what the client can't take stays in the transport's.
-        websocket.transport.get_extra_info("socket").setsockopt(
+        connection.transport.get_extra_info("socket").setsockopt(
             socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
         )
-        await fanout.follow(websocket, Identity(1, "root", None), ORIGIN, resuming=False)
-        registered.set()
-        await websocket.wait_closed()
+        identity = Identity(1, "root", None)
+        task = asyncio.create_task(fanout.follow(connection, identity, ORIGIN, resuming=False))
+        task.add_done_callback(lambda _: registered.set())
+        followed.append(task)
 
-    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+    settings = Settings(Opening(on_open), origins=None, max_size=1024, close_timeout=5)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: Connection(settings), "127.0.0.1", 0)
+    async with server:
         port = server.sockets[0].getsockname()[1]
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -390,6 +378,7 @@ async def slow_client_is_cut() -> None:
         async with connect_async(f"ws://127.0.0.1:{port}/", sock=sock) as client:
             async with asyncio.timeout(RECEIVE_TIMEOUT):
                 await registered.wait()
+            assert followed[0].result() is True
             # The client reads nothing meanwhile: this loop is busy here.
             fanout.on_entries([entry(i, f"{i:04d} {'x' * 1000}") for i in range(1, 1001)])
             received = 0
