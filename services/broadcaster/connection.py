@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -126,7 +126,7 @@ class Connection(asyncio.Protocol):
         #: The client's address: X-Forwarded-For's first, else the peer's.
         self.address = "-"
         #: Who the connection is, for the log (the server sets it).
-        self.label = "-"
+        self.label: str | None = None
         self.pong_waiting = False
         #: websockets' sans-I/O protocol, while there is something to parse.
         self._protocol: ServerProtocol | None = None
@@ -144,12 +144,12 @@ class Connection(asyncio.Protocol):
 
     @property
     def close_code(self) -> int | None:
-        """The code of the close frame received, else sent; ``None`` if neither."""
+        """The close frame's code, received else sent; 1006 if closed without; ``None`` if open."""
         protocol = self._protocol
-        if protocol is None:
-            return None
-        close = protocol.close_rcvd or protocol.close_sent
-        return None if close is None else close.code
+        close = None if protocol is None else protocol.close_rcvd or protocol.close_sent
+        if close is not None:
+            return close.code
+        return CloseCode.ABNORMAL_CLOSURE if self.state is State.CLOSED else None
 
     @property
     def close_sent_code(self) -> int | None:

@@ -187,7 +187,7 @@ class Broadcaster:
             self._unauthenticated.discard(connection)
             too_big = connection.close_sent_code == CloseCode.MESSAGE_TOO_BIG
             self._auth_failed("too_large" if too_big else "closed", connection)
-        elif connection.label != "-":
+        elif connection.label is not None:
             logger.info(
                 "event=disconnect user=%s remote=%s code=%s",
                 connection.label,
