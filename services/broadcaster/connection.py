@@ -33,7 +33,12 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Origin
 
-from . import frames
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # websockets built without its C extension
+    from websockets.utils import apply_mask
+
+from . import frames, handshake
 
 logger = logging.getLogger(__name__)
 #: What the sans-I/O protocol logs (failed handshakes at INFO) goes where
@@ -45,8 +50,9 @@ MAX_REQUEST = 16 * 1024
 #: Seconds from the TCP connection to the end of the WebSocket handshake
 #: (websockets' ``open_timeout``).
 OPEN_TIMEOUT = 10.0
-#: A pong, as clients send it: FIN and PONG, then a masked length.
+#: The first byte of an unfragmented pong or text message.
 _PONG = 0x80 | Opcode.PONG
+_TEXT = 0x80 | Opcode.TEXT
 #: The one request header read after the handshake.
 FORWARDED_FOR = "X-Forwarded-For"
 
@@ -273,8 +279,9 @@ class Connection(asyncio.Protocol):
         protocol.receive_data(buffer[:end])
         for event in protocol.events_received():
             if isinstance(event, Request):
-                self._handshake(protocol, event)
-        self._flush(protocol)
+                self._handshake(protocol, event)  # answered, whatever the answer
+        if self.state is State.CONNECTING:
+            self._flush(protocol)  # a request it couldn't parse: its answer, or a close
         if self.state is State.OPEN and end < len(buffer):
             self._receive_frames(buffer[end:])
 
@@ -291,7 +298,12 @@ class Connection(asyncio.Protocol):
             logger.exception("event=process_request_failed")
             response = protocol.reject(http.HTTPStatus.INTERNAL_SERVER_ERROR, "server error\n")
         if response is None:
-            response = protocol.accept(request)
+            accepted = handshake.accept(request, self.settings.origins)
+            if accepted is not None:
+                self.transport.write(accepted)
+                self._opened()
+                return
+            response = protocol.accept(request)  # or its error, if it's one
         self._answer(response)
 
     def _answer(self, response: Response) -> None:
@@ -299,10 +311,13 @@ class Connection(asyncio.Protocol):
         self._protocol.send_response(response)
         self._flush(self._protocol)
         if self._protocol.state is State.OPEN:
-            self.cancel_timer()
-            self.state = State.OPEN
-            self._protocol = None  # it was handed the request alone: no frame begun
-            self.settings.handler.connection_open(self)
+            self._opened()
+
+    def _opened(self) -> None:
+        self.cancel_timer()
+        self.state = State.OPEN
+        self._protocol = None  # it was handed the request alone: no frame begun
+        self.settings.handler.connection_open(self)
 
     def _receive_frames(self, data: bytes) -> None:
         """Hand the protocol whole frames; recognise pongs on an idle connection."""
@@ -315,14 +330,7 @@ class Connection(asyncio.Protocol):
                 self._buffer = data[start:]
                 return
             end = start + length
-            if (
-                self._protocol is None
-                and data[start] == _PONG
-                and data[start + 1] & 0x80  # masked, as a client's must be
-                and length <= 6 + 125
-            ):
-                self.pong_waiting = False
-            else:
+            if self._protocol is not None or not self._read_simply(data, start, end):
                 self._receive(self._parse(), data[start:end])
             start = end
         self._buffer = b""
@@ -336,6 +344,31 @@ class Connection(asyncio.Protocol):
             and self._fragments is None
         ):
             self._protocol = None  # idle again: between two frames, none begun
+
+    def _read_simply(self, data: bytes, start: int, end: int) -> bool:
+        """Read a common frame with no parser: a pong, or a short text message.
+
+        Only unfragmented, masked frames with no extension bits, a pong of
+        at most 125 bytes or a text message of at most 65,535 that is valid
+        UTF-8 and within ``max_size``; anything else goes to the protocol
+        (``False``). Those frames are the whole conversation of most clients.
+        """
+        first, second = data[start], data[start + 1]
+        if not second & 0x80:
+            return False
+        if first == _PONG and second & 0x7F <= 125:
+            self.pong_waiting = False
+            return True
+        header = 8 if second & 0x7F == 126 else 6
+        if first != _TEXT or second & 0x7F == 127 or end - start - header > self.settings.max_size:
+            return False
+        mask = data[start + header - 4 : start + header]
+        try:
+            text = apply_mask(data[start + header : end], mask).decode()
+        except UnicodeDecodeError:
+            return False  # the protocol closes with 1007
+        self.settings.handler.message_received(self, text)
+        return True
 
     def _parse(self) -> ServerProtocol:
         """The sans-I/O protocol, made for an open connection if there is none."""
@@ -368,7 +401,7 @@ class Connection(asyncio.Protocol):
         if not frame.fin:
             return
         fragments, self._fragments = self._fragments, None
-        data = b"".join(fragment.data for fragment in fragments)
+        data = b"".join([fragment.data for fragment in fragments])
         if fragments[0].opcode is Opcode.BINARY:
             self.settings.handler.message_received(self, data)
             return
