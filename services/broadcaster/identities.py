@@ -92,14 +92,6 @@ class _Request:
     future: asyncio.Future[Identity | None]
 
 
-@dataclasses.dataclass(eq=False, slots=True)
-class _Reading:
-    """A batch reading the database."""
-
-    #: The users forgotten since it started, whose read must not be stored.
-    forgotten: set[int] = dataclasses.field(default_factory=set)
-
-
 class _Miss:
     """:meth:`Identities._from_cache` couldn't tell: ask the database."""
 
@@ -110,10 +102,8 @@ _MISS: Final = _Miss()
 class Identities:
     """Who tokens authenticate: in batches, with the users read recently kept.
 
-    Only the event loop uses it; the database is read in threads, at most
-    ``batches`` at a time, at most ``batch_size`` tokens each: a batch waits
-    mostly on round trips to the database, and tokens that arrive meanwhile
-    needn't wait for it. ``cache_size``
+    Only the event loop uses it; the database is read in a thread, one
+    batch at a time, at most ``batch_size`` tokens each. ``cache_size``
     users are kept, least recently used dropped first, each at most
     ``cache_seconds``; a size or a duration of 0 keeps none.
     """
@@ -122,7 +112,6 @@ class Identities:
         self,
         *,
         batch_size: int = 500,
-        batches: int = 1,
         cache_size: int = 10_000,
         cache_seconds: float = 60.0,
         access_of: Callable[[Collection[int]], dict[int, ContentTypes]] = access_of,
@@ -133,7 +122,6 @@ class Identities:
         if sesame_settings.PRIMARY_KEY_FIELD not in ("pk", User._meta.pk.name):
             raise ImproperlyConfigured("the broadcaster needs SESAME_PRIMARY_KEY_FIELD = 'pk'")
         self.batch_size = batch_size
-        self.batches = batches
         self.cache_size = cache_size
         self.cache_seconds = cache_seconds
         self.access_of = access_of
@@ -145,8 +133,10 @@ class Identities:
         self._known: collections.OrderedDict[int, _Known] = collections.OrderedDict()
         #: Tokens waiting for the next batch.
         self._queue: collections.deque[_Request] = collections.deque()
-        self._workers: set[asyncio.Task[Any]] = set()
-        self._readings: set[_Reading] = set()
+        self._worker: asyncio.Task[None] | None = None
+        #: While a batch reads the database: the users forgotten since it
+        #: started, whose read must not be stored. ``None`` between batches.
+        self._forgotten: set[int] | None = None
         #: Tokens answered from what was kept, with no query.
         self.hits = 0
 
@@ -173,8 +163,8 @@ class Identities:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Identity | None] = loop.create_future()
         self._queue.append(_Request(token, user_id, future))
-        if len(self._workers) < self.batches:
-            self._workers.add(loop.create_task(self._work()))
+        if self._worker is None:
+            self._worker = loop.create_task(self._work())
         return await future
 
     def forget(self, user_ids: Collection[int]) -> None:
@@ -185,8 +175,8 @@ class Identities:
         """
         for user_id in user_ids:
             self._known.pop(user_id, None)
-        for reading in self._readings:
-            reading.forgotten.update(user_ids)
+        if self._forgotten is not None:
+            self._forgotten.update(user_ids)
 
     # In the event loop.
 
@@ -228,7 +218,7 @@ class Identities:
         return user
 
     async def _work(self) -> None:
-        """Check batches of the tokens queued, one after another, until none is left."""
+        """Check batches of the tokens queued, one at a time, until none is left."""
         batch: list[_Request] = []
         try:
             while self._queue:
@@ -237,9 +227,8 @@ class Identities:
                 await self._check(batch)
                 batch = []
         finally:
-            # Now, not in a done callback: a token queued meanwhile would
-            # find no room for a worker, and none left to take it.
-            self._workers.discard(asyncio.current_task())
+            self._worker = None
+            self._forgotten = None
             # Cancelled (the loop is closing): no waiter is left hanging.
             for request in [*batch, *self._queue]:
                 request.future.cancel()
@@ -247,8 +236,7 @@ class Identities:
 
     async def _check(self, batch: list[_Request]) -> None:
         # Forgotten from now on: possibly not reflected in what is read.
-        reading = _Reading()
-        self._readings.add(reading)
+        self._forgotten = set()
         started = self.clock()
         try:
             try:
@@ -256,7 +244,7 @@ class Identities:
                     self._read, [(r.token, r.user_id) for r in batch]
                 )
             finally:
-                self._readings.discard(reading)
+                forgotten, self._forgotten = self._forgotten, None
         except Exception as exc:  # DatabaseError, mostly: for every waiter to handle
             for request in batch:
                 if not request.future.done():
@@ -264,7 +252,7 @@ class Identities:
             return
         expires = started + self.cache_seconds
         for user_id, (user, identity) in known.items():
-            if user_id not in reading.forgotten:
+            if user_id not in forgotten:
                 self._store(user_id, _Known(user, identity, expires))
         for request, identity in zip(batch, identities, strict=True):
             if not request.future.done():  # its client may have left

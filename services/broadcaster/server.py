@@ -71,8 +71,6 @@ class Broadcaster:
         self.keepalive = Keepalive(config.ping_interval)
         self.identities = Identities(
             batch_size=config.auth_batch,
-            # One thread of the pool is left for recomputing access.
-            batches=max(1, config.orm_threads - 1),
             cache_size=config.auth_cache_size,
             cache_seconds=config.auth_cache_seconds,
         )

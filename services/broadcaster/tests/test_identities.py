@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -50,18 +49,14 @@ class Thread:
     handed back: the read is in flight meanwhile.
     """
 
-    def __init__(self, workers: int = 1) -> None:
-        self.workers = workers
-        self.executor = ThreadPoolExecutor(max_workers=workers)
+    def __init__(self) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1)
         self.calls = 0
-        #: Called as each read starts.
-        self.on_call: Callable[[], None] = lambda: None
         self.queries: list[str] = []
         self.pause: Callable[[], Coroutine[Any, Any, None]] | None = None
 
     async def __call__(self, func: Callable[..., T], *args: Any) -> T:
         self.calls += 1
-        self.on_call()
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self.executor, self._counted, func, *args)
         if self.pause is not None:
@@ -81,16 +76,7 @@ class Thread:
         return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
 
     def close(self) -> None:
-        # Each worker thread closes its own database connection: held at the
-        # barrier, no worker takes a second job.
-        barrier = threading.Barrier(self.workers)
-
-        def close_all() -> None:
-            connections.close_all()
-            barrier.wait()
-
-        for future in [self.executor.submit(close_all) for _ in range(self.workers)]:
-            future.result()
+        self.executor.submit(connections.close_all).result()
         self.executor.shutdown()
 
 
@@ -451,42 +437,6 @@ def test_a_read_in_flight_when_its_user_is_forgotten_is_not_kept(thread: Thread)
     assert [i.username if i else None for i in found] == ["alice", "bob"]
     assert alice.pk not in ids
     assert bob.pk in ids
-
-
-def test_batches_read_side_by_side_and_none_keeps_what_was_forgotten_meanwhile() -> None:
-    alice, bob = user("alice", "auth.view_group"), user("bob", "auth.view_group")
-    thread = Thread(workers=2)
-    ids = identities(thread, batches=2)
-
-    async def scenario() -> list[Identity | None]:
-        read = 0
-        both_read = asyncio.Event()
-
-        async def pause() -> None:
-            # Each read is done, its result not handed back until both are:
-            # then the log announces changes of alice's and bob's.
-            nonlocal read
-            read += 1
-            if read == 2:
-                ids.forget([alice.pk, bob.pk])
-                both_read.set()
-            await both_read.wait()
-
-        thread.pause = pause
-        first_started = asyncio.Event()
-        thread.on_call = first_started.set
-        first = asyncio.ensure_future(ids.identify(token_for(alice)))
-        await first_started.wait()
-        # Queued while alice's batch reads: a second batch reads beside it.
-        return await asyncio.gather(first, ids.identify(token_for(bob)))
-
-    try:
-        found = run(scenario())
-    finally:
-        thread.close()
-    assert thread.calls == 2
-    assert [i.username if i else None for i in found] == ["alice", "bob"]
-    assert alice.pk not in ids and bob.pk not in ids
 
 
 def test_forgetting_between_batches_doesnt_prevent_keeping(thread: Thread) -> None:
