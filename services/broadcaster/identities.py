@@ -1,11 +1,13 @@
 """Who tokens belong to, checked in batches, with what was read kept for reconnections.
 
-:func:`.auth.identify` costs about five queries and a thread hop per token.
-Here, tokens that arrive together are checked together: one thread call, one
-query for all the users they name, then :func:`.auth.access_of` for them all
-(four queries). What was read, the user's row and what the user may see, is
-kept per user, so that a user seen recently reconnects with no query and no
-thread hop: a reconnect storm of known users costs the database nothing.
+Checking each token on its own, as the how-to does (``sesame.utils.get_user``
+and then what the user may see), costs a thread hop and several queries per
+token. Here, tokens that arrive together are checked together: one thread
+call, one query for all the users they name, then
+:func:`.auth.access_of_users` for them all (two queries). What was read, the
+user's row and what the user may see, is kept per user, so that a user seen
+recently reconnects with no query and no thread hop: a reconnect storm of
+known users costs the database nothing.
 
 Every check of ``sesame.utils.get_user`` is kept, made by django-sesame's own
 ``parse_token``, with the project's scope and ``SESAME_*`` settings (max age,
@@ -65,7 +67,7 @@ from sesame import settings as sesame_settings
 from sesame.backends import ModelBackend
 from sesame.tokens import parse_token
 
-from .auth import ContentTypes, Identity, access_of
+from .auth import Identity, access_of_users
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +116,6 @@ class Identities:
         batch_size: int = 500,
         cache_size: int = 10_000,
         cache_seconds: float = 60.0,
-        access_of: Callable[[Collection[int]], dict[int, ContentTypes]] = access_of,
         to_thread: ToThread = asyncio.to_thread,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -124,7 +125,6 @@ class Identities:
         self.batch_size = batch_size
         self.cache_size = cache_size
         self.cache_seconds = cache_seconds
-        self.access_of = access_of
         self.to_thread = to_thread
         self.clock = clock
         self.scope: str = settings.WEBSOCKET_TOKEN_SCOPE
@@ -271,7 +271,7 @@ class Identities:
     def _read(
         self, requests: list[tuple[str, Any]]
     ) -> tuple[list[Identity | None], dict[int, tuple[User, Identity]]]:
-        """Check tokens against the database: one query for the users, four for access.
+        """Check tokens against the database: one query for the users, two for access.
 
         Returns the identity of each token, in order, and the users whose
         token was valid, to keep.
@@ -288,13 +288,12 @@ class Identities:
                 return user
 
             valid = [self._parse(token, get_user) for token, _ in requests]
-            user_ids = {user.pk for user in valid if user is not None}
-            access = self.access_of(user_ids) if user_ids else {}
+            superuser = {user.pk: user.is_superuser for user in valid if user is not None}
+            access = access_of_users(superuser) if superuser else {}
             identities: list[Identity | None] = []
             known: dict[int, tuple[User, Identity]] = {}
             for user in valid:
-                # Missing from access: deactivated between the two reads.
-                if user is None or user.pk not in access:
+                if user is None:
                     identities.append(None)
                     continue
                 identity = Identity(user.pk, user.get_username(), access[user.pk])

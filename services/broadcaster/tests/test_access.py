@@ -152,7 +152,7 @@ def test_superuser_status_removed(broadcaster: BroadcasterProcess) -> None:
 
 def test_a_group_of_many_is_recomputed_in_one_batch(broadcaster: BroadcasterProcess) -> None:
     """50 members connected, their group loses a permission: one recompute
-    (four queries) for all of them, not one per connection."""
+    (three queries) for all of them, not one per connection."""
     readers = Group.objects.create(name="Readers")
     readers.permissions.add(permission("view_user"), permission("view_group"))
     members = [user(f"member{i}") for i in range(50)]
@@ -174,7 +174,7 @@ def test_a_group_of_many_is_recomputed_in_one_batch(broadcaster: BroadcasterProc
         assert after[metric] == before[metric] + added, metric
 
 
-def test_recomputing_costs_four_queries_however_many_users() -> None:
+def test_recomputing_costs_three_queries_however_many_users() -> None:
     readers = Group.objects.create(name="Readers")
     readers.permissions.add(permission("view_group"))
     members = User.objects.bulk_create([User(username=f"m{i}") for i in range(5000)])
@@ -185,7 +185,7 @@ def test_recomputing_costs_four_queries_however_many_users() -> None:
         access_of([members[0].pk])
     with CaptureQueriesContext(connection) as many:
         access = access_of([m.pk for m in members])
-    assert len(one) == len(many) == 4
+    assert len(one) == len(many) == 3
     assert set(access.values()) == {frozenset([permission("view_group").content_type_id])}
 
 
