@@ -8,7 +8,7 @@ from shared.environment import ConfigurationError
 
 def test_defaults() -> None:
     config = Config.from_env({})
-    assert (config.port, config.auth_timeout, config.max_pending) == (8888, 5.0, 1000)
+    assert (config.port, config.auth_timeout, config.max_pending) == (8888, 5.0, 5000)
     assert (config.metrics_port, config.max_connections) == (9000, 10_000)
 
 
