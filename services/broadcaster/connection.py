@@ -4,20 +4,20 @@ websockets' ``ServerConnection`` gives every connection what a busy one
 needs: a handler task, queues, futures and a parser of its own, about 6 KiB
 of Python objects. A client of this server sends its token and then nothing
 but pongs, so :class:`Connection` keeps its transport and a few fields, and
-websockets' sans-I/O :class:`~websockets.server.ServerProtocol` does all the
-parsing (the handshake, the first message, pings, closes, protocol errors)
-but exists only while there is something to parse. It is made again for a
-frame that arrives on an idle connection and dropped once the connection is
-idle again; a pong, the frame clients send regularly, is recognised without
-it.
+websockets' sans-I/O :class:`~websockets.server.ServerProtocol` does the
+parsing (the handshake's request, pings, closes, fragments, protocol errors)
+but exists only while there is something to parse. It is made for a frame
+that arrives on an idle connection and dropped once the connection is idle
+again. The frames clients do send, a pong and a short text message (the
+token), are read without it, and the common handshake is answered by
+:mod:`.handshake`: in a reconnect storm, most of the CPU went there.
 
 To hand the protocol whole frames only, and so drop it between two, the
 connection finds where each frame ends (:func:`frame_length`) and keeps the
 bytes of one cut short until the rest arrives; the request is handed over
 alone, up to its blank line. A server writes its frames unmasked, the same
 bytes for every client: events are written by :mod:`.frames`, straight to
-the transport.
-"""
+the transport."""
 
 from __future__ import annotations
 

@@ -6,8 +6,10 @@ user may see), :mod:`.identities` (who a token is: in batches, users kept),
 :mod:`.log` (reading the event log), :mod:`.history` (its window in memory),
 :mod:`.resume` (the resuming conversation), :mod:`.fanout` (writing to
 clients), :mod:`.frames` (encoded once), :mod:`.registry` (who may see
-what), :mod:`.connection` (what an idle connection keeps), :mod:`.keepalive`
-(pings), :mod:`.metrics_port` (the metrics listener).
+what), :mod:`.connection` (the WebSocket protocol, keeping almost nothing
+while idle), :mod:`.handshake` (its common case), :mod:`.keepalive` (pings),
+:mod:`.metrics_port` (the metrics listener). A connection has a task only
+while it authenticates and catches up (:meth:`Broadcaster.serve_client`).
 """
 
 from __future__ import annotations
