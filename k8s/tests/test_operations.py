@@ -153,7 +153,7 @@ def test_production_spreads_over_the_eligible_nodes(rendered: dict[str, list[Man
 # The broadcasters' capacity and their autoscaling.
 
 #: From `make bench` (docs/performance.md): a broadcaster's memory idle with
-#: its event history, and budgeted per connection (9-10 KiB measured idle,
+#: its event history, and budgeted per connection (3-6 KiB measured idle,
 #: the rest for writes in flight); the share of the limit to use.
 IDLE_MIB = 80
 CONNECTION_KIB = 16
