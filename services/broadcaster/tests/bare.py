@@ -20,6 +20,7 @@ from typing import Self
 
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
@@ -35,6 +36,7 @@ class BareClient:
         self.answers = answers
         #: Every frame received, in order.
         self.received: list[Frame] = []
+        self.response: Response | None = None
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=RECEIVE_TIMEOUT)
         self.protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/"))
         request = self.protocol.connect()
@@ -86,7 +88,11 @@ class BareClient:
             self.protocol.receive_data(data)
         else:
             self.protocol.receive_eof()
-        self.received.extend(e for e in self.protocol.events_received() if isinstance(e, Frame))
+        for event in self.protocol.events_received():
+            if isinstance(event, Frame):
+                self.received.append(event)
+            else:
+                self.response = event  # the handshake's
         if self.answers:
             self.answer()
 

@@ -157,6 +157,7 @@ async def no_parser_between_frames() -> None:
         client, connection = await opened(port, recording)
         with client:
             assert connection._protocol is None  # the handshake's, dropped
+            assert client.response is not None and "Date" not in client.response.headers  # ours
             client.write(frame(Opcode.TEXT, b"the token") + frame(Opcode.PING, b"1"))
             [pong] = await received(client, 1)
             assert (pong.opcode, pong.data) == (Opcode.PONG, b"1")
@@ -239,6 +240,26 @@ async def idle_connection_closed(data: bytes, close: tuple[int, str]) -> None:
             await connection.wait_closed()
         assert recording.messages == ["the token"]
         assert recording.closed == [connection]
+
+
+def test_a_handshake_out_of_the_common_case_is_accepted_by_websockets() -> None:
+    """A subprotocol offered: :mod:`.handshake` leaves it, websockets' ``accept()`` takes it."""
+    asyncio.run(handshake_left_to_websockets())
+
+
+async def handshake_left_to_websockets() -> None:
+    async with serving() as (recording, port):
+        offering = [("Sec-WebSocket-Protocol", "chat")]
+        client = await asyncio.to_thread(BareClient, port, answers=False, headers=offering)
+        with client:
+            async with asyncio.timeout(RECEIVE_TIMEOUT):
+                connection = await recording.opened.get()
+            assert client.protocol.subprotocol is None  # none chosen: the server has none
+            assert client.response is not None and "Date" in client.response.headers  # websockets'
+            assert connection._protocol is None
+            client.write(frame(Opcode.TEXT, b"the token"))
+            async with asyncio.timeout(RECEIVE_TIMEOUT):
+                assert await recording.arrived.get() == "the token"
 
 
 def test_a_request_too_large_is_refused_with_431() -> None:
