@@ -112,6 +112,8 @@ class Fanout:
         so no event falls into the gap, and none is sent twice (events
         waiting for the ``write_interval`` are written to the others first).
         """
+        if connection.state is not State.OPEN:  # closed meanwhile: connection_closed forgot it
+            return False
         client = Client(self._with_access(identity, identity.content_types), resuming)
         self.clients[connection] = client
         mine = self.by_user.setdefault(identity.user_id, [])

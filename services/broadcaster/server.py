@@ -238,9 +238,6 @@ class Broadcaster:
             )
         except Closed:
             pass
-        finally:
-            if connection.state is State.CLOSED:  # closed before it was followed
-                self.fanout.forget(connection)
 
     async def authenticate(
         self, connection: Connection, message: str | bytes
