@@ -5,12 +5,13 @@ needs: a handler task, queues, futures and a parser of its own, about 6 KiB
 of Python objects. A client of this server sends its token and then nothing
 but pongs, so :class:`Connection` keeps its transport and a few fields, and
 websockets' sans-I/O :class:`~websockets.server.ServerProtocol` does the
-parsing (the handshake's request, pings, closes, fragments, protocol errors)
-but exists only while there is something to parse. It is made for a frame
-that arrives on an idle connection and dropped once the connection is idle
-again. The frames clients do send, a pong and a short text message (the
-token), are read without it, and the common handshake is answered by
-:mod:`.handshake`: in a reconnect storm, most of the CPU went there.
+parsing (a request out of the common case, pings, closes, fragments,
+protocol errors) but exists only while there is something to parse. It is
+made for a frame that arrives on an idle connection and dropped once the
+connection is idle again. The frames clients do send, a pong and a short
+text message (the token), are read without it, and the common handshake is
+read and answered by :mod:`.handshake`: in a reconnect storm, most of the
+CPU went there.
 
 To hand the protocol whole frames only, and so drop it between two, the
 connection finds where each frame ends (:func:`frame_length`) and keeps the
@@ -165,8 +166,7 @@ class Connection(asyncio.Protocol):
 
     def respond(self, status: int, text: str) -> Response:
         """An HTTP response, for :meth:`Handler.process_request` to return."""
-        assert self._protocol is not None  # the handshake's
-        return self._protocol.reject(status, text)
+        return self._parse().reject(status, text)
 
     def set_timer(self, delay: float, callback: Callable[[], None]) -> None:
         """Call ``callback`` in ``delay`` seconds unless cancelled, replacing any timer."""
@@ -220,9 +220,6 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.settings.connections.add(self)
-        self._protocol = ServerProtocol(
-            origins=self.settings.origins, max_size=self.settings.max_size, logger=protocol_logger
-        )
         self.set_timer(self.settings.open_timeout, self.transport.abort)
 
     def data_received(self, data: bytes) -> None:
@@ -235,6 +232,9 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> None:
         protocol = self._parse()
+        if self.state is State.CONNECTING and self._buffer:  # a request cut short
+            protocol.receive_data(self._buffer)
+            self._buffer = b""
         protocol.receive_eof()
         self._flush(protocol)
         # Returns None: the transport closes; a client that half-closed is gone.
@@ -263,32 +263,39 @@ class Connection(asyncio.Protocol):
     # Parsing.
 
     def _receive_request(self, data: bytes) -> None:
-        """Hand the protocol the request alone, up to its blank line; keep what follows."""
-        assert self._protocol is not None
+        """Read the request, up to its blank line, and answer it; keep what follows.
+
+        The common request is read by :func:`.handshake.parse`, with no
+        protocol; websockets' parser is handed any other, alone.
+        """
         buffer = self._buffer + data
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
             if len(buffer) > MAX_REQUEST:
-                self._answer(self._protocol.reject(431, "Request header fields too large.\n"))
+                self._answer(self._parse().reject(431, "Request header fields too large.\n"))
             else:
                 self._buffer = buffer
             return
         end += 4
         self._buffer = b""
-        protocol = self._protocol
-        protocol.receive_data(buffer[:end])
-        for event in protocol.events_received():
-            if isinstance(event, Request):
-                self._handshake(protocol, event)  # answered, whatever the answer
-        if self.state is State.CONNECTING:
-            self._flush(protocol)  # a request it couldn't parse: its answer, or a close
+        request = handshake.parse(buffer[:end])
+        if request is not None:
+            self._handshake(request)
+        else:
+            protocol = self._parse()
+            protocol.receive_data(buffer[:end])
+            for event in protocol.events_received():
+                if isinstance(event, Request):
+                    self._handshake(event)  # answered, whatever the answer
+            if self.state is State.CONNECTING:
+                self._flush(protocol)  # a request it couldn't parse: its answer, or a close
         if self.state is State.OPEN and end < len(buffer):
             self._receive_frames(buffer[end:])
 
-    def _handshake(self, protocol: ServerProtocol, request: Request) -> None:
-        forwarded = request.headers.get(FORWARDED_FOR)
+    def _handshake(self, request: Request) -> None:
+        forwarded = request.headers.get_all(FORWARDED_FOR)  # get() raises, then catches
         if forwarded:
-            self.address = forwarded.split(",")[0].strip()
+            self.address = forwarded[0].split(",")[0].strip()
         else:
             peer = self.transport.get_extra_info("peername")
             self.address = str(peer[0]) if peer else "-"
@@ -296,21 +303,21 @@ class Connection(asyncio.Protocol):
             response = self.settings.handler.process_request(self, request)
         except Exception:
             logger.exception("event=process_request_failed")
-            response = protocol.reject(http.HTTPStatus.INTERNAL_SERVER_ERROR, "server error\n")
+            response = self._parse().reject(http.HTTPStatus.INTERNAL_SERVER_ERROR, "server error\n")
         if response is None:
             accepted = handshake.accept(request, self.settings.origins)
             if accepted is not None:
                 self.transport.write(accepted)
                 self._opened()
                 return
-            response = protocol.accept(request)  # or its error, if it's one
+            response = self._parse().accept(request)  # or its error, if it's one
         self._answer(response)
 
     def _answer(self, response: Response) -> None:
-        assert self._protocol is not None
-        self._protocol.send_response(response)
-        self._flush(self._protocol)
-        if self._protocol.state is State.OPEN:
+        protocol = self._parse()
+        protocol.send_response(response)
+        self._flush(protocol)
+        if protocol.state is State.OPEN:
             self._opened()
 
     def _opened(self) -> None:
@@ -371,11 +378,18 @@ class Connection(asyncio.Protocol):
         return True
 
     def _parse(self) -> ServerProtocol:
-        """The sans-I/O protocol, made for an open connection if there is none."""
+        """The sans-I/O protocol, made for the connection's state if there is none."""
         if self._protocol is None:
-            self._protocol = ServerProtocol(
-                state=State.OPEN, max_size=self.settings.max_size, logger=protocol_logger
-            )
+            if self.state is State.CONNECTING:  # for the handshake: its request, its answer
+                self._protocol = ServerProtocol(
+                    origins=self.settings.origins,
+                    max_size=self.settings.max_size,
+                    logger=protocol_logger,
+                )
+            else:
+                self._protocol = ServerProtocol(
+                    state=State.OPEN, max_size=self.settings.max_size, logger=protocol_logger
+                )
         return self._protocol
 
     def _receive(self, protocol: ServerProtocol, data: bytes) -> None:

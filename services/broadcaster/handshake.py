@@ -1,12 +1,18 @@
-"""The opening handshake's common case, answered without websockets' general path.
+"""The opening handshake's common case, read and answered without websockets' general path.
 
-websockets' ``ServerProtocol.accept()`` parses every header it may need
+websockets' sans-I/O parser reads a request a line at a time through
+generators, and ``ServerProtocol.accept()`` parses every header it may need
 (extensions, subprotocols), builds a ``Headers`` and a ``Date``, and was a
 sixth of this server's CPU in a reconnect storm. :func:`accept` answers the
 requests this server gets nearly always: an upgrade to WebSocket 13 with one
 valid key, from an allowed origin, offering no subprotocol. It is stricter
 than websockets, never looser: whatever it doesn't accept, it leaves to
 ``accept()``, which accepts it or answers the error (400, 403, 426, …).
+
+:func:`parse` reads a whole request (through its blank line) at once, with
+websockets' own rules (line and header limits, the same token and value
+patterns, no body); whatever it doesn't read the same way, it leaves to
+websockets' parser, which reads it or answers the error.
 
 The response has no extension (the broadcaster negotiates none) and no
 ``Date``, which RFC 9110 makes optional on a 1xx response.
@@ -19,11 +25,51 @@ import re
 from base64 import b64decode
 from collections.abc import Collection
 
-from websockets.http11 import Request
+from websockets.datastructures import Headers
+from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Request
 from websockets.utils import accept_key
 
 #: An HTTP token (RFC 9110, 5.6.2), as in a Connection header's list.
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+#: A header's name and value, as websockets' parser checks them.
+_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
+
+
+def parse(data: bytes) -> Request | None:
+    """The request in ``data``, which ends with its blank line; ``None`` to leave it to websockets.
+
+    What it reads, websockets' parser reads the same (path, method, protocol,
+    every header in order). It leaves alone anything out of the common
+    case: another method or protocol, a line over websockets' limit or not
+    ended by CRLF alone, more headers than its limit, a malformed one, a
+    body announced.
+    """
+    lines = data.split(b"\r\n")
+    # The request line, the headers, and the two empty strings of the blank line.
+    if len(lines) > MAX_NUM_HEADERS + 3 or lines[-2:] != [b"", b""]:
+        return None
+    request_line, *header_lines = lines[:-2]
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        return None  # a CR or LF alone: websockets cuts lines at LF, and refuses CR
+    parts = request_line.split(b" ", 2)
+    if len(parts) != 3 or parts[0] != b"GET" or parts[2] != b"HTTP/1.1":
+        return None
+    if not parts[1].isascii() or len(request_line) + 2 > MAX_LINE_LENGTH:
+        return None
+    headers = Headers()
+    for line in header_lines:
+        if len(line) + 2 > MAX_LINE_LENGTH:
+            return None
+        name, colon, value = line.partition(b":")
+        value = value.strip(b" \t")
+        if not colon or not _NAME.fullmatch(name) or not _VALUE.fullmatch(value):
+            return None
+        headers[name.decode("ascii")] = value.decode("iso-8859-1")
+    if "Transfer-Encoding" in headers or not set(headers.get_all("Content-Length")) <= {"0"}:
+        return None
+    return Request(parts[1].decode("ascii"), headers)
 
 
 def accept(request: Request, origins: Collection[str | None] | None) -> bytes | None:
