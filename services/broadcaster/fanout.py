@@ -114,11 +114,7 @@ class Fanout:
         """
         if connection.state is not State.OPEN:  # closed meanwhile: connection_closed forgot it
             return False
-        client = Client(self._with_access(identity, identity.content_types), resuming)
-        self.clients[connection] = client
-        mine = self.by_user.setdefault(identity.user_id, [])
-        if connection not in mine:  # followed again after a recomputation
-            mine.append(connection)
+        client = self._track(connection, identity, resuming)
         while True:
             history = self.log.history
             assert history is not None
@@ -141,9 +137,46 @@ class Fanout:
                     self.metrics.events_replayed += 1
         if connection not in self.clients or connection.state is not State.OPEN:
             return False
+        self._register(connection, client)
+        return True
+
+    def register_now(
+        self,
+        connection: Connection,
+        identity: Identity,
+        at: Position,
+        *,
+        resuming: bool,
+        first: bytes | None = None,
+    ) -> bool:
+        """:meth:`follow` with nothing to send: register now, if nothing came after ``at``.
+
+        ``first``, a message (the welcome), is sent before. Returns whether
+        it is registered; if not, nothing was done (call :meth:`follow`).
+        Most connections come here: no event since their token was read.
+        """
+        history = self.log.history
+        assert history is not None
+        if connection.state is not State.OPEN or history.head != at:
+            return False
+        if first is not None:
+            connection.transport.write(frames.text_frame(first))  # a fresh buffer: no wait
+        self._register(connection, self._track(connection, identity, resuming))
+        return True
+
+    def _track(self, connection: Connection, identity: Identity, resuming: bool) -> Client:
+        """Know ``connection`` as ``identity``'s, not registered yet (or no longer)."""
+        client = Client(self._with_access(identity, identity.content_types), resuming)
+        self.clients[connection] = client
+        mine = self.by_user.setdefault(identity.user_id, [])
+        if connection not in mine:  # followed again after a recomputation
+            mine.append(connection)
+        return client
+
+    def _register(self, connection: Connection, client: Client) -> None:
+        """Send ``connection`` live events from now on."""
         self.flush()  # what waits to be written, it caught up through: for the others
         self.registry.add(connection, client.identity.content_types)
-        return True
 
     def forget(self, connection: Connection) -> None:
         """Send nothing more to ``connection``."""

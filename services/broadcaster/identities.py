@@ -157,6 +157,15 @@ class Identities:
             django.db.DatabaseError: the database can't be reached; every
                 token of the batch gets it.
         """
+        answer = self.check(token)
+        return await answer if isinstance(answer, asyncio.Future) else answer
+
+    def check(self, token: str) -> Identity | asyncio.Future[Identity | None] | None:
+        """:meth:`identify` without a coroutine: the answer now if it needs no query.
+
+        Otherwise a future of it, resolved by the next batch: the caller
+        needs no task of its own to wait.
+        """
         known, user_id = self._from_cache(token)
         if not isinstance(known, _Miss):
             return known
@@ -165,7 +174,7 @@ class Identities:
         self._queue.append(_Request(token, user_id, future))
         if self._worker is None:
             self._worker = loop.create_task(self._work())
-        return await future
+        return future
 
     def forget(self, user_ids: Collection[int]) -> None:
         """Read these users again next time: their access changed.

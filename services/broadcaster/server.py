@@ -8,8 +8,9 @@ user may see), :mod:`.identities` (who a token is: in batches, users kept),
 clients), :mod:`.frames` (encoded once), :mod:`.registry` (who may see
 what), :mod:`.connection` (the WebSocket protocol, keeping almost nothing
 while idle), :mod:`.handshake` (its common case), :mod:`.keepalive` (pings),
-:mod:`.metrics_port` (the metrics listener). A connection has a task only
-while it authenticates and catches up (:meth:`Broadcaster.serve_client`).
+:mod:`.metrics_port` (the metrics listener). A connection has a task
+only while it catches up on what came after its token was read
+(:meth:`Broadcaster.catch_up`); most are registered with none.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Origin
 
-from shared.eventlog import Position
+from shared.eventlog import Position, event_id
 
 from .auth import Identity, access_of
 from .background import Background
@@ -39,7 +40,7 @@ from .keepalive import Keepalive
 from .log import EventLogReader
 from .metrics import Metrics
 from .metrics_port import serve_metrics
-from .resume import Hello, parse_hello, resume
+from .resume import Hello, parse_hello, resume, welcome
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Broadcaster:
         self._unauthenticated: set[Connection] = set()
         #: Tokens being checked.
         self._authenticating = 0
-        #: The tasks that authenticate clients and catch them up.
+        #: The tasks that catch clients up.
         self._sessions = Background()
         self.draining = False
 
@@ -178,8 +179,105 @@ class Broadcaster:
         # Events and access changes after this position are applied to the
         # client whatever its permissions read below saw.
         seen = self.log.history.head
+        hello = parse_hello(message) if isinstance(message, str) else None
+        if hello is None:
+            self._auth_failed("binary" if isinstance(message, bytes) else "malformed", connection)
+            connection.close(CloseCode.INTERNAL_ERROR, "authentication failed")
+            return
         self._authenticating += 1
-        self._sessions.spawn(self.serve_client(connection, message, seen))
+        answer = self.identities.check(hello.token)
+        if isinstance(answer, asyncio.Future):  # a batch will read the database
+            answer.add_done_callback(
+                lambda checked: self._checked(connection, hello, seen, checked)
+            )
+        else:
+            self._authenticated(connection, hello, seen, answer)
+
+    def _checked(
+        self,
+        connection: Connection,
+        hello: Hello,
+        seen: Position,
+        checked: asyncio.Future[Identity | None],
+    ) -> None:
+        if checked.cancelled():  # the event loop is closing
+            self._authenticating -= 1
+            return
+        error = checked.exception()
+        if error is None:
+            self._authenticated(connection, hello, seen, checked.result())
+            return
+        self._authenticating -= 1
+        if isinstance(error, DatabaseError):
+            logger.error("event=auth_error remote=%s error=%r", connection.address, str(error))
+            self._auth_failed("database", connection)
+            connection.close(CloseCode.TRY_AGAIN_LATER, "database unavailable")
+        else:
+            logger.error("event=auth_error remote=%s", connection.address, exc_info=error)
+            self._auth_failed("error", connection)
+            connection.close(CloseCode.INTERNAL_ERROR, "authentication failed")
+
+    def _authenticated(
+        self, connection: Connection, hello: Hello, seen: Position, identity: Identity | None
+    ) -> None:
+        """Register the client now if nothing is to be sent first, else in a task."""
+        self._authenticating -= 1
+        if identity is None:
+            self._auth_failed("invalid", connection)
+            connection.close(CloseCode.INTERNAL_ERROR, "authentication failed")
+            return
+        connection.label = identity.username
+        if not hello.resuming:
+            registered = self.fanout.register_now(connection, identity, seen, resuming=False)
+        elif hello.last_id is None:  # resumes from now: its welcome says where that is
+            assert self.log.history is not None
+            first = welcome(event_id(self.log.history.epoch, seen), recovered=False)
+            registered = self.fanout.register_now(
+                connection, identity, seen, resuming=True, first=first.encode()
+            )
+        else:
+            registered = False
+        if registered:
+            self._connected(connection, identity, hello)
+        elif connection.state is State.OPEN:
+            self._sessions.spawn(self.catch_up(connection, identity, hello, seen))
+
+    async def catch_up(
+        self, connection: Connection, identity: Identity, hello: Hello, seen: Position
+    ) -> None:
+        """Resume the client if asked, send it what came after ``seen``, register it.
+
+        The task ends there: an idle connection has none. What it receives is
+        written to it by the fan-out, and what it sends is read by
+        :class:`.Connection`.
+        """
+        try:
+            if hello.resuming:
+                followed = await resume(
+                    connection,
+                    identity,
+                    hello.last_id,
+                    seen=seen,
+                    log=self.log,
+                    fanout=self.fanout,
+                    metrics=self.metrics,
+                )
+            else:
+                followed = await self.fanout.follow(connection, identity, seen, resuming=False)
+        except Closed:
+            return
+        if followed:
+            self._connected(connection, identity, hello)
+
+    def _connected(self, connection: Connection, identity: Identity, hello: Hello) -> None:
+        self.metrics.connections_opened += 1
+        logger.info(
+            "event=connect user=%s remote=%s content_types=%s resuming=%s",
+            identity.username,
+            connection.address,
+            "all" if identity.content_types is None else len(identity.content_types),
+            hello.resuming,
+        )
 
     def connection_closed(self, connection: Connection) -> None:
         self.open -= 1
@@ -196,70 +294,6 @@ class Broadcaster:
                 connection.address,
                 connection.close_code,
             )
-
-    async def serve_client(
-        self, connection: Connection, message: str | bytes, seen: Position
-    ) -> None:
-        """Authenticate the client, resume it if asked, register it; the task ends there.
-
-        An idle connection has no task: what it receives is written to it by
-        the fan-out, and what it sends is read by :class:`.Connection`.
-        """
-        try:
-            try:
-                authenticated = await self.authenticate(connection, message)
-            finally:
-                self._authenticating -= 1
-            if authenticated is None:
-                return
-            identity, hello = authenticated
-            connection.label = identity.username
-            if hello.resuming:
-                followed = await resume(
-                    connection,
-                    identity,
-                    hello.last_id,
-                    seen=seen,
-                    log=self.log,
-                    fanout=self.fanout,
-                    metrics=self.metrics,
-                )
-            else:
-                followed = await self.fanout.follow(connection, identity, seen, resuming=False)
-            if not followed:
-                return
-            self.metrics.connections_opened += 1
-            logger.info(
-                "event=connect user=%s remote=%s content_types=%s resuming=%s",
-                identity.username,
-                connection.address,
-                "all" if identity.content_types is None else len(identity.content_types),
-                hello.resuming,
-            )
-        except Closed:
-            pass
-
-    async def authenticate(
-        self, connection: Connection, message: str | bytes
-    ) -> tuple[Identity, Hello] | None:
-        """Check the first message's token; close the connection if it's refused."""
-        hello = parse_hello(message) if isinstance(message, str) else None
-        if hello is None:
-            self._auth_failed("binary" if isinstance(message, bytes) else "malformed", connection)
-            connection.close(CloseCode.INTERNAL_ERROR, "authentication failed")
-            return None
-        try:
-            identity = await self.identities.identify(hello.token)
-        except DatabaseError as exc:
-            logger.error("event=auth_error remote=%s error=%r", connection.address, str(exc))
-            self._auth_failed("database", connection)
-            connection.close(CloseCode.TRY_AGAIN_LATER, "database unavailable")
-            return None
-        if identity is None:
-            self._auth_failed("invalid", connection)
-            connection.close(CloseCode.INTERNAL_ERROR, "authentication failed")
-            return None
-        return identity, hello
 
     def _auth_failed(self, reason: str, connection: Connection) -> None:
         self.metrics.auth_failures[reason] += 1

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 import redis
 from django.contrib.auth.models import Group, Permission, User
-from django.db import connection
+from django.db import connection, connections
 from websockets.sync.client import ClientConnection, connect
 
 from shared.eventlog import STREAM
@@ -306,3 +306,56 @@ def test_ids_survive_a_redis_that_lost_its_data(
         messages = events_until(replayed, "three")
     assert messages[0]["id"] == two_id
     assert objects(messages) == ["two", "three"]
+
+
+@pytest.mark.parametrize("form", ["json", "bare"])
+def test_an_event_read_while_the_token_is_checked_comes_first(
+    broadcaster: BroadcasterProcess, form: str
+) -> None:
+    """A client's stream starts where the log was when its token arrived.
+
+    Most clients are registered at once, with no task; one whose token
+    took a while (the database is held here by a lock) gets what was read
+    meanwhile first, once.
+    """
+    alice = user("alice", "auth.view_group")  # her check reads direct permissions
+    with resuming(broadcaster, token_for(user("root", is_superuser=True))) as (witness, _):
+        groups("before")
+        before = receive_message(witness)
+    replayed = broadcaster.metrics()["broadcaster_events_replayed_total"]
+    table = User.user_permissions.through._meta.db_table
+    holder = connections.create_connection("default")
+    holder.set_autocommit(False)
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        with connect(broadcaster.url, open_timeout=RECEIVE_TIMEOUT) as client:
+            token = token_for(alice)
+            client.send(json.dumps({"token": token, "last_id": None}) if form == "json" else token)
+
+            def waiting_for_the_lock() -> bool:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_locks"
+                        " WHERE NOT granted AND relation = %s::regclass",
+                        [table],
+                    )
+                    return bool(cursor.fetchone()[0])
+
+            wait_until(waiting_for_the_lock, "the token's check to wait for the lock")
+            groups("meanwhile")
+            wait_until(
+                lambda: broadcaster.metrics()["broadcaster_events_received_total"] == 2,
+                "the broadcaster to read the event while the token is checked",
+            )
+            holder.rollback()
+            if form == "json":
+                welcome = receive_message(client)
+                assert welcome["type"] == "welcome", welcome
+                assert welcome["id"] == before["id"] and welcome["recovered"] is False, welcome
+            assert receive_message(client)["object"] == "meanwhile"
+            groups("after")
+            assert receive_message(client)["object"] == "after"
+    finally:
+        holder.close()
+    assert broadcaster.metrics()["broadcaster_events_replayed_total"] == replayed + 1
