@@ -44,6 +44,12 @@ from .resume import Hello, parse_hello, resume, welcome
 
 logger = logging.getLogger(__name__)
 
+#: Connections the kernel queues before they are accepted (it caps this at
+#: net.core.somaxconn, 4096 on current kernels). asyncio's default, 100, drops
+#: the SYNs of a reconnect storm beyond it: those clients wait a second for
+#: TCP to retry, then three.
+LISTEN_BACKLOG = 4096
+
 #: Largest first message read: a django-sesame token is well under 200 bytes.
 #: Clients send nothing else, so this is the limit for the whole connection.
 MAX_MESSAGE_SIZE = 1024
@@ -319,7 +325,10 @@ class Broadcaster:
         # Closes after the public port: scrapes go on while draining.
         async with serve_metrics(self.render_metrics, self.config.host, self.config.metrics_port):
             server = await loop.create_server(
-                lambda: Connection(connections), self.config.host, self.config.port
+                lambda: Connection(connections),
+                self.config.host,
+                self.config.port,
+                backlog=LISTEN_BACKLOG,
             )
             log = asyncio.create_task(self.log.run())
             positions = asyncio.create_task(
