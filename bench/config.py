@@ -33,6 +33,9 @@ class Config:
     batch: int = 10
     #: Connections in flight (opening or authenticating) at once.
     concurrency: int = 100
+    #: The reconnect storm, last: every client drops its connection and comes
+    #: back with a fresh token, this many in flight at once; 0: no storm.
+    storm_concurrency: int = 2000
     #: Load generator processes, and whether they use uvloop ("auto": if installed).
     generators: int = 1
     uvloop: str = "auto"
@@ -88,6 +91,9 @@ class Config:
             batch=environment.integer("BENCH_BATCH", cls.batch, minimum=1, env=env),
             concurrency=environment.integer(
                 "BENCH_CONCURRENCY", cls.concurrency, minimum=1, env=env
+            ),
+            storm_concurrency=environment.integer(
+                "BENCH_STORM_CONCURRENCY", cls.storm_concurrency, minimum=0, env=env
             ),
             generators=environment.integer("BENCH_GENERATORS", cls.generators, minimum=1, env=env),
             uvloop=uvloop,

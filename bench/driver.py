@@ -159,11 +159,15 @@ def main() -> None:
                 records.append(record)
                 print(report.connections_table([record]))
                 print(report.deliveries_table([record]))
+                if "storm" in record:
+                    print(report.storm_table([record]))
                 # Written at once: an interrupted bench keeps what it measured.
                 path = report.append(config.results_dir, [record])
 
     print("\n=== connections\n" + report.connections_table(records))
     print("\n=== deliveries\n" + report.deliveries_table(records))
+    if any("storm" in record for record in records):
+        print("\n=== reconnect storm\n" + report.storm_table(records))
     if {"broadcaster", "baseline"} <= set(config.servers):
         print("\n=== ratios (> 1: the broadcaster does better than the how-to's design)")
         print(report.ratios_table(records, subject="broadcaster", reference="baseline"))
@@ -201,9 +205,8 @@ class Run:
         from . import population
 
         config = self.config
-        hellos = population.hellos(
-            self.people.users[: self.count], resuming=self.server == "broadcaster"
-        )
+        users = self.people.users[: self.count]
+        hellos = population.hellos(users, resuming=self.server == "broadcaster")
         allowed = self.people.allowed[: self.count]
         try:
             self.process = process = stack.start_server(
@@ -212,39 +215,11 @@ class Run:
             pid = process.pid
             time.sleep(config.idle_seconds)
             rss_before = stack.memory_kib(pid)
-            self.generators = generators = Generators(
+            self.generators = Generators(
                 config.generators, cpus=self.cpus.others, use_uvloop=use_uvloop
             )
-            cpu_before = stack.cpu_seconds(pid)
-            orders = [
-                ConnectOrder(
-                    host="127.0.0.1",
-                    port=process.port,
-                    hellos=part_hellos,
-                    allowed=part_allowed,
-                    indices=part_indices,
-                    concurrency=max(1, config.concurrency // config.generators),
-                    timeout=config.phase_timeout,
-                )
-                for part_hellos, part_allowed, part_indices in zip(
-                    generators.split(hellos),
-                    generators.split(allowed),
-                    generators.split(range(self.count)),
-                    strict=True,
-                )
-            ]
-            connected: list[ConnectReport] = generators.ask(
-                "connect", orders, timeout=config.phase_timeout + 60
-            )
-            connect_cpu = stack.cpu_seconds(pid) - cpu_before
-            self.recipients = sum(r.recipients for r in connected)
-            accepted = sum(r.accepted for r in connected)
-            failures: Counter[str] = Counter()
-            for part in connected:
-                failures.update(part.failures)
-            seconds = max(r.last_authenticated for r in connected) - min(
-                r.started for r in connected
-            )
+            connected = self.connect(hellos, allowed, concurrency=config.concurrency)
+            accepted = connected["accepted"]
             time.sleep(config.idle_seconds)
             rss_after = stack.memory_kib(pid)
             record: Record = {
@@ -253,22 +228,17 @@ class Run:
                 "connections": self.count,
                 "allowed": sum(allowed),
                 "accepted": accepted,
-                "refused": sum(r.refused for r in connected),
-                "failures": dict(failures),
-                "compressed": sum(r.compressed for r in connected),
-                "connect_seconds": seconds,
-                "connect_per_second": accepted / seconds if accepted and seconds > 0 else None,
-                "connect_cpu_ms_per_connection": connect_cpu * 1000 / accepted
-                if accepted
-                else None,
+                "refused": connected["refused"],
+                "failures": connected["failures"],
+                "compressed": connected["compressed"],
+                "connect_seconds": connected["seconds"],
+                "connect_per_second": connected["per_second"],
+                "connect_cpu_ms_per_connection": connected["cpu_ms_per_connection"],
                 "rss_before_kib": rss_before,
                 "rss_after_kib": rss_after,
                 "rss_per_connection_kib": (rss_after - rss_before) / accepted if accepted else None,
             }
-            print(
-                f"connected {accepted:,} of {self.count:,} in {seconds:.1f} s "
-                f"(refused {record['refused']:,}, failed {sum(failures.values()):,})"
-            )
+            print(_connect_line("connected", connected, self.count))
             self.sequence = first_sequence
             for phase, events, rate, batch in (
                 ("paced", config.paced_events, config.rate, 1),
@@ -277,6 +247,9 @@ class Run:
                 record[phase] = self.deliver(self.sequence, events, rate=rate, batch=batch)
                 self.sequence += events
                 print(_phase_line(phase, record[phase]))
+            if config.storm_concurrency:
+                record["storm"] = self.storm(users, allowed)
+                print(_connect_line("storm: reconnected", record["storm"], self.count))
             record["rss_peak_kib"] = stack.memory_kib(pid, "VmHWM")
             if process.process.poll() is not None:
                 record["server_exit"] = process.process.returncode
@@ -290,6 +263,70 @@ class Run:
                 self.generators.close()
             if self.process is not None:
                 self.process.remove()
+
+    def connect(self, hellos: list[str], allowed: list[bool], *, concurrency: int) -> Record:
+        """Open a connection per hello, ``concurrency`` in flight; the counts and rates."""
+        assert self.process is not None and self.generators is not None
+        config, process, generators = self.config, self.process, self.generators
+        cpu_before = stack.cpu_seconds(process.pid)
+        orders = [
+            ConnectOrder(
+                host="127.0.0.1",
+                port=process.port,
+                hellos=part_hellos,
+                allowed=part_allowed,
+                indices=part_indices,
+                concurrency=max(1, concurrency // config.generators),
+                timeout=config.phase_timeout,
+            )
+            for part_hellos, part_allowed, part_indices in zip(
+                generators.split(hellos),
+                generators.split(allowed),
+                generators.split(range(len(hellos))),
+                strict=True,
+            )
+        ]
+        connected: list[ConnectReport] = generators.ask(
+            "connect", orders, timeout=config.phase_timeout + 60
+        )
+        cpu = stack.cpu_seconds(process.pid) - cpu_before
+        self.recipients = sum(r.recipients for r in connected)
+        accepted = sum(r.accepted for r in connected)
+        failures: Counter[str] = Counter()
+        for part in connected:
+            failures.update(part.failures)
+        seconds = max(r.last_authenticated for r in connected) - min(r.started for r in connected)
+        return {
+            "accepted": accepted,
+            "refused": sum(r.refused for r in connected),
+            "failures": dict(failures),
+            "compressed": sum(r.compressed for r in connected),
+            "concurrency": concurrency,
+            "seconds": seconds,
+            "per_second": accepted / seconds if accepted and seconds > 0 else None,
+            "cpu_ms_per_connection": cpu * 1000 / accepted if accepted else None,
+        }
+
+    def storm(self, users: list[Any], allowed: list[bool]) -> Record:
+        """Every client drops its connection, then all come back at once with fresh tokens.
+
+        As when a replica dies and its clients reconnect elsewhere: the
+        users are known to the server from the first connections.
+        """
+        from . import population
+
+        assert self.process is not None and self.generators is not None
+        pid = self.process.pid
+        dropped = sum(self.generators.ask("drop"))
+        time.sleep(self.config.idle_seconds)  # the server sees them go
+        rss_before = stack.memory_kib(pid)
+        hellos = population.hellos(users, resuming=self.server == "broadcaster")
+        record = self.connect(hellos, allowed, concurrency=self.config.storm_concurrency)
+        time.sleep(self.config.idle_seconds)
+        record.update(
+            dropped=dropped, rss_dropped_kib=rss_before, rss_after_kib=stack.memory_kib(pid)
+        )
+        return record
 
     def deliver(self, first: int, events: int, *, rate: float | None, batch: int) -> dict[str, Any]:
         """Publish ``events`` (``rate`` a second, or as fast as possible, ``batch`` per
@@ -392,6 +429,14 @@ class Run:
 def median(values: Iterable[float | None]) -> float | None:
     present = sorted(value for value in values if value is not None)
     return percentile(present, 50)
+
+
+def _connect_line(what: str, connected: Record, count: int) -> str:
+    return (
+        f"{what} {connected['accepted']:,} of {count:,} in {connected['seconds']:.1f} s, "
+        f"{connected['concurrency']:,} at once "
+        f"(refused {connected['refused']:,}, failed {sum(connected['failures'].values()):,})"
+    )
 
 
 def _phase_line(name: str, phase: dict[str, Any]) -> str:

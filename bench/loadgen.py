@@ -144,6 +144,8 @@ class Generator:
     async def connect(self, order: ConnectOrder) -> ConnectReport:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + order.timeout
+        self._accepted = self._refused = 0  # this order's, not the ones before
+        self._failures.clear()
         self._slots = asyncio.Semaphore(order.concurrency)
         self._all_resolved = asyncio.Event()
         self._unresolved = len(order.hellos)
@@ -244,10 +246,13 @@ class Generator:
             last_tenth_p50=late[len(late) // 2] if late else None,
         )
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Drop every connection, without a closing handshake; return how many."""
         for client in self.clients:
             client.abort()
+        dropped = len(self.clients)
         self.clients.clear()
+        return dropped
 
     async def serve(self, pipe: Connection) -> None:
         """Answer the driver's requests until it says ``close`` or goes away."""
@@ -273,8 +278,8 @@ class Generator:
                 answer = self.progress()
             elif command == "report":
                 answer = self.report(argument)
-            elif command == "close":
-                self.close()
+            elif command in ("drop", "close"):
+                answer = self.close()
                 await asyncio.sleep(0.1)  # let the transports go
             try:
                 pipe.send(answer)

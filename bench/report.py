@@ -93,12 +93,52 @@ def connections_table(records: Sequence[Record]) -> str:
                 _number(r["refused"]),
                 _number(sum(r["failures"].values())),
                 _number(r["connect_per_second"]),
-                _number(r["connect_cpu_ms_per_connection"], 1),
+                _number(r["connect_cpu_ms_per_connection"], 2),
                 _number(r["rss_per_connection_kib"], 1),
                 _number(r["rss_peak_kib"] / 1024),
             ]
             for r in records
         ),
+    )
+
+
+def storm_table(records: Sequence[Record]) -> str:
+    """The reconnect storm: every client back at once, its user known from before."""
+    rows = []
+    for r in records:
+        storm = r.get("storm")
+        if storm is None:
+            continue
+        rows.append(
+            [
+                r["server"],
+                _number(r["connections"]),
+                _number(storm["concurrency"]),
+                _number(storm["accepted"]),
+                _number(storm["refused"]),
+                _number(sum(storm["failures"].values())),
+                f"{storm['seconds']:.1f}",
+                _number(storm["per_second"]),
+                _number(storm["cpu_ms_per_connection"], 2),
+                _number(r["rss_after_kib"] / 1024),
+                _number(storm["rss_after_kib"] / 1024),
+            ]
+        )
+    return _table(
+        [
+            "server",
+            "clients",
+            "at once",
+            "accepted",
+            "refused",
+            "failed",
+            "seconds",
+            "reconnect+auth /s",
+            "server CPU ms / connection",
+            "RSS MiB before",
+            "RSS MiB after",
+        ],
+        rows,
     )
 
 
@@ -189,6 +229,7 @@ def ratios_table(records: Sequence[Record], *, subject: str, reference: str) -> 
                     phase(theirs, "saturated", "deliveries_per_second"),
                 ),
                 ratio(phase(theirs, "paced", "p99"), phase(ours, "paced", "p99")),
+                ratio(phase(ours, "storm", "per_second"), phase(theirs, "storm", "per_second")),
             ]
         )
     return _table(
@@ -200,6 +241,7 @@ def ratios_table(records: Sequence[Record], *, subject: str, reference: str) -> 
             "connect+auth rate",
             "deliveries /s, saturated",
             "p99 latency, paced",
+            "reconnect storm rate",
         ],
         rows,
     )

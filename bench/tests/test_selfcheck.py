@@ -56,7 +56,11 @@ def test_every_client_receives_every_event_it_may_see_once(tmp_path: Path) -> No
             assert (phase["missing"], phase["duplicates"], phase["unexpected"]) == (0, 0, 0)
             assert phase["dropped"] == {}
             assert 0 < phase["latency"]["p50"] <= phase["latency"]["max"] < 60
+        storm = record["storm"]  # every client dropped, and back with a fresh token
+        assert storm["dropped"] == CLIENTS, (server, storm)
+        assert (storm["accepted"], storm["refused"], storm["failures"]) == (CLIENTS, 0, {})
     assert "| broadcaster | 20" in result.stdout
+    assert "=== reconnect storm" in result.stdout
     assert {p.name for p in tmp_path.glob("*.svg")} == {
         "performance-latency.svg",
         "performance-throughput.svg",
