@@ -4,7 +4,7 @@ Checking each token on its own, as the how-to does (``sesame.utils.get_user``
 and then what the user may see), costs a thread hop and several queries per
 token. Here, tokens that arrive together are checked together: one thread
 call, one query for all the users they name, then
-:func:`.auth.access_of_users` for them all (two queries). What was read, the
+:func:`.auth.access_of_users` for them all (one more). What was read, the
 user's row and what the user may see, is kept per user, so that a user seen
 recently reconnects with no query and no thread hop: a reconnect storm of
 known users costs the database nothing.
@@ -280,7 +280,7 @@ class Identities:
     def _read(
         self, requests: list[tuple[str, Any]]
     ) -> tuple[list[Identity | None], dict[int, tuple[User, Identity]]]:
-        """Check tokens against the database: one query for the users, two for access.
+        """Check tokens against the database: one query for the users, one for access.
 
         Returns the identity of each token, in order, and the users whose
         token was valid, to keep.

@@ -122,7 +122,7 @@ def test_tokens_arriving_together_are_checked_in_one_batch(thread: Thread) -> No
     found = run(identify_all(ids, tokens))
 
     assert thread.calls == 1
-    assert len(thread.queries) == 3  # the users, then access_of_users's two
+    assert len(thread.queries) == 2  # the users, then what they may see
     expected = {
         root.pk: Identity(root.pk, "root", None),
         nobody.pk: Identity(nobody.pk, "nobody", frozenset()),
@@ -135,7 +135,7 @@ def test_the_queries_of_a_batch_dont_grow_with_its_users(thread: Thread) -> None
     many = [user(f"u{i}", "auth.view_group") for i in range(50)]
     ids = identities(thread)
     assert all(run(identify_all(ids, [token_for(u) for u in many])))
-    assert (thread.calls, len(thread.queries)) == (1, 3)
+    assert (thread.calls, len(thread.queries)) == (1, 2)
 
 
 def test_tokens_arriving_meanwhile_make_the_next_batch(thread: Thread) -> None:
