@@ -231,10 +231,7 @@ class Connection(asyncio.Protocol):
             self._receive(self._protocol, data)
 
     def eof_received(self) -> None:
-        protocol = self._parse()
-        if self.state is State.CONNECTING and self._buffer:  # a request cut short
-            protocol.receive_data(self._buffer)
-            self._buffer = b""
+        protocol = self._parse()  # a request cut short: websockets closes, unanswered
         protocol.receive_eof()
         self._flush(protocol)
         # Returns None: the transport closes; a client that half-closed is gone.

@@ -275,3 +275,50 @@ async def request_too_large() -> None:
             assert response.startswith(b"HTTP/1.1 431 ")
             assert await asyncio.to_thread(sock.recv, 65536) == b""  # and closed
         assert recording.opened.empty() and recording.closed == []
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "answer"),
+    [
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: example\r\nUpgrade websocket\r\n\r\n", b"", id="no-colon"
+        ),
+        pytest.param(
+            b"GET / HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 129 + b"\r\n",
+            b"HTTP/1.1 431 ",
+            id="129-headers",
+        ),
+    ],
+)
+def test_a_request_it_does_not_read_is_left_to_websockets(
+    request_bytes: bytes, answer: bytes
+) -> None:
+    """:func:`.handshake.parse` leaves these to websockets, which closes or answers."""
+    asyncio.run(request_left_to_websockets(request_bytes, answer))
+
+
+async def request_left_to_websockets(request_bytes: bytes, answer: bytes) -> None:
+    async with serving() as (recording, port):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=RECEIVE_TIMEOUT)
+        with sock:
+            sock.sendall(request_bytes)
+            response = await asyncio.to_thread(sock.recv, 65536)
+            assert response.startswith(answer), response
+            if answer:
+                assert await asyncio.to_thread(sock.recv, 65536) == b""  # and closed
+        assert recording.opened.empty() and recording.closed == []
+
+
+def test_a_request_cut_short_by_the_client_gets_no_answer() -> None:
+    asyncio.run(request_cut_short())
+
+
+async def request_cut_short() -> None:
+    async with serving() as (recording, port):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=RECEIVE_TIMEOUT)
+        with sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: exa")
+            await asyncio.sleep(0)  # nothing to wait for: the server answers only at EOF
+            sock.shutdown(socket.SHUT_WR)
+            assert await asyncio.to_thread(sock.recv, 65536) == b""  # closed, unanswered
+        assert recording.opened.empty() and recording.closed == []
