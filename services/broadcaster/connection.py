@@ -377,16 +377,13 @@ class Connection(asyncio.Protocol):
     def _parse(self) -> ServerProtocol:
         """The sans-I/O protocol, made for the connection's state if there is none."""
         if self._protocol is None:
-            if self.state is State.CONNECTING:  # for the handshake: its request, its answer
-                self._protocol = ServerProtocol(
-                    origins=self.settings.origins,
-                    max_size=self.settings.max_size,
-                    logger=protocol_logger,
-                )
-            else:
-                self._protocol = ServerProtocol(
-                    state=State.OPEN, max_size=self.settings.max_size, logger=protocol_logger
-                )
+            connecting = self.state is State.CONNECTING  # for the handshake's request and answer
+            self._protocol = ServerProtocol(
+                origins=self.settings.origins,
+                state=State.CONNECTING if connecting else State.OPEN,
+                max_size=self.settings.max_size,
+                logger=protocol_logger,
+            )
         return self._protocol
 
     def _receive(self, protocol: ServerProtocol, data: bytes) -> None:

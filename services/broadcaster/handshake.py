@@ -27,13 +27,12 @@ from collections.abc import Collection
 
 from websockets.datastructures import Headers
 from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Request
+from websockets.http11 import _token_re as _NAME  # its parser's own patterns, not copies
+from websockets.http11 import _value_re as _VALUE
 from websockets.utils import accept_key
 
 #: An HTTP token (RFC 9110, 5.6.2), as in a Connection header's list.
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
-#: A header's name and value, as websockets' parser checks them.
-_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
-_VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
 
 
 def parse(data: bytes) -> Request | None:

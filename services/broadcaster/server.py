@@ -87,7 +87,7 @@ class Broadcaster:
         self.open = 0
         #: Open connections that haven't sent their token yet.
         self._unauthenticated: set[Connection] = set()
-        #: Tokens being checked.
+        #: Tokens waiting for a batch of the database to answer them.
         self._authenticating = 0
         #: The tasks that catch clients up.
         self._sessions = Background()
@@ -190,9 +190,9 @@ class Broadcaster:
             self._auth_failed("binary" if isinstance(message, bytes) else "malformed", connection)
             connection.close(CloseCode.INTERNAL_ERROR, "authentication failed")
             return
-        self._authenticating += 1
         answer = self.identities.check(hello.token)
         if isinstance(answer, asyncio.Future):  # a batch will read the database
+            self._authenticating += 1
             answer.add_done_callback(
                 lambda checked: self._checked(connection, hello, seen, checked)
             )
@@ -206,14 +206,13 @@ class Broadcaster:
         seen: Position,
         checked: asyncio.Future[Identity | None],
     ) -> None:
+        self._authenticating -= 1
         if checked.cancelled():  # the event loop is closing
-            self._authenticating -= 1
             return
         error = checked.exception()
         if error is None:
             self._authenticated(connection, hello, seen, checked.result())
             return
-        self._authenticating -= 1
         if isinstance(error, DatabaseError):
             logger.error("event=auth_error remote=%s error=%r", connection.address, str(error))
             self._auth_failed("database", connection)
@@ -227,7 +226,6 @@ class Broadcaster:
         self, connection: Connection, hello: Hello, seen: Position, identity: Identity | None
     ) -> None:
         """Register the client now if nothing is to be sent first, else in a task."""
-        self._authenticating -= 1
         if identity is None:
             self._auth_failed("invalid", connection)
             connection.close(CloseCode.INTERNAL_ERROR, "authentication failed")
