@@ -262,26 +262,34 @@ async def handshake_left_to_websockets() -> None:
                 assert await recording.arrived.get() == "the token"
 
 
-def test_a_request_too_large_is_refused_with_431() -> None:
-    asyncio.run(request_too_large())
+async def answer_to(data: bytes, *, then_eof: bool = False) -> bytes:
+    """All a server of :class:`Connection` sends to a socket that writes ``data``, until it closes.
 
-
-async def request_too_large() -> None:
+    No connection may open: these requests are answered, or closed, at the handshake.
+    """
     async with serving() as (recording, port):
         sock = socket.create_connection(("127.0.0.1", port), timeout=RECEIVE_TIMEOUT)
         with sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nCookie: " + b"x" * 20_000)
-            response = await asyncio.to_thread(sock.recv, 65536)
-            assert response.startswith(b"HTTP/1.1 431 ")
-            assert await asyncio.to_thread(sock.recv, 65536) == b""  # and closed
+            sock.sendall(data)
+            if then_eof:
+                sock.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := await asyncio.to_thread(sock.recv, 65536):  # times out unless closed
+                received += chunk
         assert recording.opened.empty() and recording.closed == []
+    return received
+
+
+def test_a_request_too_large_is_refused_with_431() -> None:
+    data = b"GET / HTTP/1.1\r\nCookie: " + b"x" * 20_000
+    assert asyncio.run(answer_to(data)).startswith(b"HTTP/1.1 431 ")
 
 
 @pytest.mark.parametrize(
     ("request_bytes", "answer"),
     [
         pytest.param(
-            b"GET / HTTP/1.1\r\nHost: example\r\nUpgrade websocket\r\n\r\n", b"", id="no-colon"
+            b"GET / HTTP/1.1\r\nHost: example\r\nUpgrade websocket\r\n\r\n", None, id="no-colon"
         ),
         pytest.param(
             b"GET / HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 129 + b"\r\n",
@@ -291,34 +299,15 @@ async def request_too_large() -> None:
     ],
 )
 def test_a_request_it_does_not_read_is_left_to_websockets(
-    request_bytes: bytes, answer: bytes
+    request_bytes: bytes, answer: bytes | None
 ) -> None:
-    """:func:`.handshake.parse` leaves these to websockets, which closes or answers."""
-    asyncio.run(request_left_to_websockets(request_bytes, answer))
-
-
-async def request_left_to_websockets(request_bytes: bytes, answer: bytes) -> None:
-    async with serving() as (recording, port):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=RECEIVE_TIMEOUT)
-        with sock:
-            sock.sendall(request_bytes)
-            response = await asyncio.to_thread(sock.recv, 65536)
-            assert response.startswith(answer), response
-            if answer:
-                assert await asyncio.to_thread(sock.recv, 65536) == b""  # and closed
-        assert recording.opened.empty() and recording.closed == []
+    """:func:`.handshake.parse` leaves these to websockets, which closes (``None``) or answers."""
+    received = asyncio.run(answer_to(request_bytes))
+    if answer is None:
+        assert received == b""
+    else:
+        assert received.startswith(answer), received
 
 
 def test_a_request_cut_short_by_the_client_gets_no_answer() -> None:
-    asyncio.run(request_cut_short())
-
-
-async def request_cut_short() -> None:
-    async with serving() as (recording, port):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=RECEIVE_TIMEOUT)
-        with sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: exa")
-            await asyncio.sleep(0)  # nothing to wait for: the server answers only at EOF
-            sock.shutdown(socket.SHUT_WR)
-            assert await asyncio.to_thread(sock.recv, 65536) == b""  # closed, unanswered
-        assert recording.opened.empty() and recording.closed == []
+    assert asyncio.run(answer_to(b"GET / HTTP/1.1\r\nHost: exa", then_eof=True)) == b""
