@@ -31,10 +31,21 @@ SERVICES = Path(__file__).resolve().parent
 STARTUP_TIMEOUT = 60
 
 
+# Ports handed out in this process. The kernel may give a port again once its
+# probe socket is closed, before the server meant for it has bound it: a
+# relay's main and metrics ports once came out the same.
+_ports_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port, never one this process has handed out before."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = STARTUP_TIMEOUT) -> None:
