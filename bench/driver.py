@@ -152,6 +152,7 @@ def main() -> None:
                     env=env,
                     people=people,
                     services=services,
+                    relay=relay,
                 )
                 record = run.measure(sequence, use_uvloop=use_uvloop)
                 sequence = run.sequence
@@ -159,6 +160,7 @@ def main() -> None:
                 records.append(record)
                 print(report.connections_table([record]))
                 print(report.deliveries_table([record]))
+                print(report.relay_table([record]))
                 if "storm" in record:
                     print(report.storm_table([record]))
                 # Written at once: an interrupted bench keeps what it measured.
@@ -166,6 +168,7 @@ def main() -> None:
 
     print("\n=== connections\n" + report.connections_table(records))
     print("\n=== deliveries\n" + report.deliveries_table(records))
+    print("\n=== relay (the same events, PostgreSQL to Redis)\n" + report.relay_table(records))
     if any("storm" in record for record in records):
         print("\n=== reconnect storm\n" + report.storm_table(records))
     if {"broadcaster", "baseline"} <= set(config.servers):
@@ -190,10 +193,13 @@ class Run:
         env: dict[str, str],
         people: Population,
         services: Path,
+        relay: stack.Program,
     ) -> None:
         self.server, self.count, self.config, self.cpus, self.env = server, count, config, cpus, env
         self.people = people
         self.services = services
+        #: The relay, shared by every run: its CPU per event and memory are recorded.
+        self.relay = relay
         self.process: stack.Program | None = None
         self.generators: Generators | None = None
         #: Connected clients allowed to see the events.
@@ -251,6 +257,8 @@ class Run:
                 record["storm"] = self.storm(users, allowed)
                 print(_connect_line("storm: reconnected", record["storm"], self.count))
             record["rss_peak_kib"] = stack.memory_kib(pid, "VmHWM")
+            record["relay_rss_kib"] = stack.memory_kib(self.relay.pid)
+            record["relay_rss_peak_kib"] = stack.memory_kib(self.relay.pid, "VmHWM")
             if process.process.poll() is not None:
                 record["server_exit"] = process.process.returncode
             return record
@@ -337,6 +345,7 @@ class Run:
         config, generators, pid = self.config, self.generators, self.process.pid
         generators.ask("window", [(first, first + events)] * len(generators.pipes))
         cpu_before = stack.cpu_seconds(pid)
+        relay_cpu_before = stack.cpu_seconds(self.relay.pid)
         generator_cpu_before = [stack.cpu_seconds(p) for p in generators.pids]
         machine_before = stack.cpu_times()
         started = time.monotonic()
@@ -373,6 +382,7 @@ class Run:
         finished = time.monotonic()
         machine_busy = stack.busy_shares(machine_before, stack.cpu_times())
         cpu = stack.cpu_seconds(pid) - cpu_before
+        relay_cpu = stack.cpu_seconds(self.relay.pid) - relay_cpu_before
         generator_cpu = [
             stack.cpu_seconds(p) - before
             for p, before in zip(generators.pids, generator_cpu_before, strict=True)
@@ -412,6 +422,10 @@ class Run:
             # Over the deliveries' span: near 1.0, the server was the bottleneck.
             "server_busy": min(1.0, cpu / span) if span > 0 else None,
             "generator_cpu_share": max(generator_cpu) / (finished - started),
+            # The relay moved these events from the outbox to the event log,
+            # within the same span (it idles once they are in Redis).
+            "relay_cpu_ms_per_event": relay_cpu * 1000 / len(commits),
+            "relay_cpu_share": relay_cpu / (finished - started),
             # Whoever used them (the server's is its own): a CPU near 1.0 is a bottleneck.
             "cpu_busy": machine_busy,
             "latency": {

@@ -192,6 +192,41 @@ def deliveries_table(records: Sequence[Record]) -> str:
     )
 
 
+def relay_table(records: Sequence[Record]) -> str:
+    """The relay's share of each phase: the same events, whichever server fans them out."""
+    rows = []
+    for r in records:
+        for name in PHASES:
+            phase = r.get(name)
+            if phase is None or "relay_cpu_ms_per_event" not in phase:
+                continue  # a record from before the relay was measured
+            rows.append(
+                [
+                    r["server"],
+                    _number(r["connections"]),
+                    name,
+                    f"{_number(phase['events'])} at {_number(phase['published_per_second'])}/s",
+                    _number(phase["relay_cpu_ms_per_event"], 2),
+                    _share(phase["relay_cpu_share"]),
+                    _number(r["relay_rss_kib"] / 1024),
+                    _number(r["relay_rss_peak_kib"] / 1024),
+                ]
+            )
+    return _table(
+        [
+            "server",
+            "clients",
+            "phase",
+            "events",
+            "relay CPU ms / event",
+            "relay CPU",
+            "relay RSS MiB",
+            "relay peak RSS MiB",
+        ],
+        rows,
+    )
+
+
 def ratios_table(records: Sequence[Record], *, subject: str, reference: str) -> str:
     """``reference`` / ``subject`` for each figure, at each connection count both ran."""
     by_key = {(r["server"], r["connections"]): r for r in records}

@@ -43,12 +43,13 @@ def test_every_client_receives_every_event_it_may_see_once(tmp_path: Path) -> No
     (results,) = tmp_path.glob("*.jsonl")
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert [r["server"] for r in records] == ["broadcaster", "baseline"]
+    phases = {"paced": 20, "saturated": 20}
     for record in records:
         server = record["server"]
         assert (record["accepted"], record["refused"], record["failures"]) == (CLIENTS, 0, {})
         # The baseline keeps websockets' default compression; the broadcaster turns it off.
         assert record["compressed"] == (CLIENTS if server == "baseline" else 0)
-        for name, events in (("paced", 20), ("saturated", 20)):
+        for name, events in phases.items():
             phase = record[name]
             assert phase["events"] == events, (server, name)
             assert phase["expected"] == events * CLIENTS // 2, (server, name)
@@ -56,11 +57,16 @@ def test_every_client_receives_every_event_it_may_see_once(tmp_path: Path) -> No
             assert (phase["missing"], phase["duplicates"], phase["unexpected"]) == (0, 0, 0)
             assert phase["dropped"] == {}
             assert 0 < phase["latency"]["p50"] <= phase["latency"]["max"] < 60
+        assert 0 < record["relay_rss_kib"] <= record["relay_rss_peak_kib"]
         storm = record["storm"]  # every client dropped, and back with a fresh token
         assert storm["dropped"] == CLIENTS, (server, storm)
         assert (storm["accepted"], storm["refused"], storm["failures"]) == (CLIENTS, 0, {})
+    # The relay moved every one of these events (each was received): it spent
+    # CPU on them, counted in ticks of 10 ms, so over all phases together.
+    assert sum(r[name]["relay_cpu_ms_per_event"] for r in records for name in phases) > 0
     assert "| broadcaster | 20" in result.stdout
     assert "=== reconnect storm" in result.stdout
+    assert "=== relay" in result.stdout
     assert {p.name for p in tmp_path.glob("*.svg")} == {
         "performance-latency.svg",
         "performance-throughput.svg",
