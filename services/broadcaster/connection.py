@@ -40,6 +40,7 @@ except ImportError:  # websockets built without its C extension
     from websockets.utils import apply_mask
 
 from . import frames, handshake
+from .deadlines import Deadlines
 
 logger = logging.getLogger(__name__)
 #: What the sans-I/O protocol logs (failed handshakes at INFO) goes where
@@ -99,6 +100,8 @@ class Settings:
         self.max_frame = 14 + max_size
         #: Every connection from ``connection_made`` to ``connection_lost``.
         self.connections: set[Connection] = set()
+        #: Connections whose handshake hasn't ended: aborted at ``open_timeout``.
+        self.opening: Deadlines[Connection] = Deadlines(open_timeout, _abort)
 
 
 class Connection(asyncio.Protocol):
@@ -141,7 +144,8 @@ class Connection(asyncio.Protocol):
         self._buffer = b""
         #: The frames of a fragmented message so far.
         self._fragments: list[Frame] | None = None
-        #: The one timer a connection has at a time: handshake, caller's, close.
+        #: The closing handshake's timer. (The opening handshake's deadline is
+        #: kept with the other connections': ``Settings.opening``.)
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
         self._drained: list[asyncio.Future[None]] | None = None
@@ -220,7 +224,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.settings.connections.add(self)
-        self.set_timer(self.settings.open_timeout, self.transport.abort)
+        self.settings.opening.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.state is State.OPEN:
@@ -252,6 +256,7 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._wake()
         self.settings.connections.discard(self)
+        self.settings.opening.discard(self)
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
         if was_open:
@@ -318,7 +323,7 @@ class Connection(asyncio.Protocol):
             self._opened()
 
     def _opened(self) -> None:
-        self.cancel_timer()
+        self.settings.opening.discard(self)
         self.state = State.OPEN
         self._protocol = None  # it was handed the request alone: no frame begun
         self.settings.handler.connection_open(self)
@@ -442,6 +447,10 @@ class Connection(asyncio.Protocol):
         for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def _abort(connection: Connection) -> None:
+    connection.transport.abort()
 
 
 def frame_length(data: bytes, start: int) -> int | None:

@@ -34,6 +34,7 @@ from .auth import Identity, access_of
 from .background import Background
 from .config import Config
 from .connection import Closed, Connection, Settings
+from .deadlines import Deadlines
 from .fanout import Fanout
 from .identities import Identities
 from .keepalive import Keepalive
@@ -85,8 +86,10 @@ class Broadcaster:
         )
         #: Connections past the handshake and not closed yet.
         self.open = 0
-        #: Open connections that haven't sent their token yet.
-        self._unauthenticated: set[Connection] = set()
+        #: Open connections that haven't sent their token yet, until they time out.
+        self._unauthenticated: Deadlines[Connection] = Deadlines(
+            config.auth_timeout, self._auth_timed_out
+        )
         #: Tokens waiting for a batch of the database to answer them.
         self._authenticating = 0
         #: The tasks that catch clients up.
@@ -164,10 +167,8 @@ class Broadcaster:
         self.open += 1
         self.keepalive.add(connection)
         self._unauthenticated.add(connection)
-        connection.set_timer(self.config.auth_timeout, lambda: self._auth_timed_out(connection))
 
     def _auth_timed_out(self, connection: Connection) -> None:
-        self._unauthenticated.discard(connection)
         self._auth_failed("timeout", connection)
         connection.close(CloseCode.POLICY_VIOLATION, "authentication timed out")
 
@@ -180,7 +181,6 @@ class Broadcaster:
             connection.close(CloseCode.POLICY_VIOLATION, "clients send nothing")
             return
         self._unauthenticated.discard(connection)
-        connection.cancel_timer()
         assert self.log.history is not None  # process_request refuses connections before
         # Events and access changes after this position are applied to the
         # client whatever its permissions read below saw.

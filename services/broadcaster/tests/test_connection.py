@@ -92,9 +92,13 @@ class Recording:
 
 
 @contextlib.asynccontextmanager
-async def serving(max_size: int = 1024) -> AsyncIterator[tuple[Recording, int]]:
+async def serving(
+    max_size: int = 1024, open_timeout: float = RECEIVE_TIMEOUT
+) -> AsyncIterator[tuple[Recording, int]]:
     recording = Recording()
-    settings = Settings(recording, origins=None, max_size=max_size, close_timeout=5)
+    settings = Settings(
+        recording, origins=None, max_size=max_size, close_timeout=5, open_timeout=open_timeout
+    )
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Connection(settings), "127.0.0.1", 0)
     async with server:
@@ -262,12 +266,14 @@ async def handshake_left_to_websockets() -> None:
                 assert await recording.arrived.get() == "the token"
 
 
-async def answer_to(data: bytes, *, then_eof: bool = False) -> bytes:
+async def answer_to(
+    data: bytes, *, then_eof: bool = False, open_timeout: float = RECEIVE_TIMEOUT
+) -> bytes:
     """All a server of :class:`Connection` sends to a socket that writes ``data``, until it closes.
 
     No connection may open: these requests are answered, or closed, at the handshake.
     """
-    async with serving() as (recording, port):
+    async with serving(open_timeout=open_timeout) as (recording, port):
         sock = socket.create_connection(("127.0.0.1", port), timeout=RECEIVE_TIMEOUT)
         with sock:
             sock.sendall(data)
@@ -311,3 +317,8 @@ def test_a_request_it_does_not_read_is_left_to_websockets(
 
 def test_a_request_cut_short_by_the_client_gets_no_answer() -> None:
     assert asyncio.run(answer_to(b"GET / HTTP/1.1\r\nHost: exa", then_eof=True)) == b""
+
+
+def test_a_handshake_never_finished_is_aborted_at_the_open_timeout() -> None:
+    # Well within the socket's own timeout (RECEIVE_TIMEOUT), which would fail the test.
+    assert asyncio.run(answer_to(b"GET / HTTP/1.1\r\nHost: exa", open_timeout=0.5)) == b""
