@@ -8,7 +8,8 @@ user may see), :mod:`.identities` (who a token is: in batches, users kept),
 clients), :mod:`.frames` (encoded once), :mod:`.registry` (who may see
 what), :mod:`.connection` (the WebSocket protocol, keeping almost nothing
 while idle), :mod:`.handshake` (its common case), :mod:`.keepalive` (pings),
-:mod:`.metrics_port` (the metrics listener). A connection has a task
+:mod:`.deadlines` (the timeouts of the handshake and the token, one timer
+each), :mod:`.metrics_port` (the metrics listener). A connection has a task
 only while it catches up on what came after its token was read
 (:meth:`Broadcaster.catch_up`); most are registered with none.
 """
