@@ -95,7 +95,6 @@ class Settings:
         self.origins = origins
         self.max_size = max_size
         self.close_timeout = close_timeout
-        self.open_timeout = open_timeout
         #: The longest frame buffered whole: a header and ``max_size`` bytes.
         self.max_frame = 14 + max_size
         #: Every connection from ``connection_made`` to ``connection_lost``.
