@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,40 +143,43 @@ def storm_table(records: Sequence[Record]) -> str:
 
 
 PHASES = ("paced", "saturated")
+#: The first columns of a table with a row per phase: which run, which phase.
+PHASE_HEADER = ("server", "clients", "phase", "events")
 
 
-def deliveries_table(records: Sequence[Record]) -> str:
-    rows = []
+def _phases(records: Sequence[Record]) -> Iterator[tuple[Record, Record, list[str]]]:
+    """Each phase of each record, with its cells under :data:`PHASE_HEADER`."""
     for r in records:
         for name in PHASES:
             phase = r.get(name)
             if phase is None:
                 continue
-            latency = phase["latency"]
-            rows.append(
-                [
-                    r["server"],
-                    _number(r["connections"]),
-                    name,
-                    f"{_number(phase['events'])} at {_number(phase['published_per_second'])}/s",
-                    _number(phase["deliveries_per_second"]),
-                    _number(phase["cpu_ms_per_1000"], 1),
-                    _share(phase.get("server_busy")),
-                    _number(phase["missing"]),
-                    _number(phase["duplicates"]),
-                    _ms(latency["p50"]),
-                    _ms(latency["p95"]),
-                    _ms(latency["p99"]),
-                    _ms(latency["max"]),
-                    _share(phase["generator_cpu_share"]),
-                ]
-            )
+            events = f"{_number(phase['events'])} at {_number(phase['published_per_second'])}/s"
+            yield r, phase, [r["server"], _number(r["connections"]), name, events]
+
+
+def deliveries_table(records: Sequence[Record]) -> str:
+    rows = []
+    for _, phase, cells in _phases(records):
+        latency = phase["latency"]
+        rows.append(
+            [
+                *cells,
+                _number(phase["deliveries_per_second"]),
+                _number(phase["cpu_ms_per_1000"], 1),
+                _share(phase.get("server_busy")),
+                _number(phase["missing"]),
+                _number(phase["duplicates"]),
+                _ms(latency["p50"]),
+                _ms(latency["p95"]),
+                _ms(latency["p99"]),
+                _ms(latency["max"]),
+                _share(phase["generator_cpu_share"]),
+            ]
+        )
     return _table(
         [
-            "server",
-            "clients",
-            "phase",
-            "events",
+            *PHASE_HEADER,
             "deliveries /s",
             "server CPU ms / 1,000",
             "server busy",
@@ -195,29 +198,21 @@ def deliveries_table(records: Sequence[Record]) -> str:
 def relay_table(records: Sequence[Record]) -> str:
     """The relay's share of each phase: the same events, whichever server fans them out."""
     rows = []
-    for r in records:
-        for name in PHASES:
-            phase = r.get(name)
-            if phase is None or "relay_cpu_ms_per_event" not in phase:
-                continue  # a record from before the relay was measured
-            rows.append(
-                [
-                    r["server"],
-                    _number(r["connections"]),
-                    name,
-                    f"{_number(phase['events'])} at {_number(phase['published_per_second'])}/s",
-                    _number(phase["relay_cpu_ms_per_event"], 2),
-                    _share(phase["relay_cpu_share"]),
-                    _number(r["relay_rss_kib"] / 1024),
-                    _number(r["relay_rss_peak_kib"] / 1024),
-                ]
-            )
+    for r, phase, cells in _phases(records):
+        if "relay_cpu_ms_per_event" not in phase:
+            continue  # a record from before the relay was measured
+        rows.append(
+            [
+                *cells,
+                _number(phase["relay_cpu_ms_per_event"], 2),
+                _share(phase["relay_cpu_share"]),
+                _number(r["relay_rss_kib"] / 1024),
+                _number(r["relay_rss_peak_kib"] / 1024),
+            ]
+        )
     return _table(
         [
-            "server",
-            "clients",
-            "phase",
-            "events",
+            *PHASE_HEADER,
             "relay CPU ms / event",
             "relay CPU",
             "relay RSS MiB",
