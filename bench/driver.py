@@ -391,6 +391,14 @@ class Run:
             "report", [commits] * len(generators.pipes), timeout=300
         )
         latencies = list(heapq.merge(*(array("d", part.latencies) for part in parts)))
+        # The relay's part of the latency: from commit to a place in the log.
+        wall = time.time() - time.monotonic()
+        logged = population.log_times(first, first + len(commits))
+        to_log = sorted(
+            logged[first + i] - (committed + wall)
+            for i, committed in enumerate(commits)
+            if first + i in logged
+        )
         delivered = sum(part.received for part in parts)
         last_receipt = max(part.last_receipt for part in parts)
         first_receipt = min((p.first_receipt for p in parts if p.received), default=0.0)
@@ -436,6 +444,10 @@ class Run:
                 # Growing from the first events to the last: a backlog, not keeping up.
                 "p50_first_tenth": median(part.first_tenth_p50 for part in parts),
                 "p50_last_tenth": median(part.last_tenth_p50 for part in parts),
+                # Commit to the relay's write, to the millisecond: what is left
+                # of the latency is the server's and the generator's.
+                "to_log_p50": percentile(to_log, 50),
+                "to_log_p99": percentile(to_log, 99),
             },
         }
 

@@ -208,6 +208,8 @@ def relay_table(records: Sequence[Record]) -> str:
                 _share(phase["relay_cpu_share"]),
                 _number(r["relay_rss_kib"] / 1024),
                 _number(r["relay_rss_peak_kib"] / 1024),
+                _ms(phase["latency"].get("to_log_p50")),
+                _ms(phase["latency"].get("to_log_p99")),
             ]
         )
     return _table(
@@ -217,6 +219,8 @@ def relay_table(records: Sequence[Record]) -> str:
             "relay CPU",
             "relay RSS MiB",
             "relay peak RSS MiB",
+            "commit to log p50 ms",
+            "commit to log p99 ms",
         ],
         rows,
     )

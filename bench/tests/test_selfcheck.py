@@ -57,6 +57,10 @@ def test_every_client_receives_every_event_it_may_see_once(tmp_path: Path) -> No
             assert (phase["missing"], phase["duplicates"], phase["unexpected"]) == (0, 0, 0)
             assert phase["dropped"] == {}
             assert 0 < phase["latency"]["p50"] <= phase["latency"]["max"] < 60
+            # The relay's part of it: every event was given its place after its
+            # commit (within the millisecond the position is rounded down to).
+            assert -0.001 < phase["latency"]["to_log_p50"] <= phase["latency"]["to_log_p99"]
+            assert phase["latency"]["to_log_p99"] <= phase["latency"]["max"]
         assert 0 < record["relay_rss_kib"] <= record["relay_rss_peak_kib"]
         storm = record["storm"]  # every client dropped, and back with a fresh token
         assert storm["dropped"] == CLIENTS, (server, storm)
