@@ -36,6 +36,11 @@ class Config:
     #: The reconnect storm, last: every client drops its connection and comes
     #: back with a fresh token, this many in flight at once; 0: no storm.
     storm_concurrency: int = 2000
+    #: The site's share of a storm: this many token requests (one logged-in
+    #: session each), this many in flight, to gunicorn with this many workers; 0: none.
+    tokens: int = 10_000
+    token_concurrency: int = 100
+    web_workers: int = 3
     #: Load generator processes, and whether they use uvloop ("auto": if installed).
     generators: int = 1
     uvloop: str = "auto"
@@ -94,6 +99,13 @@ class Config:
             ),
             storm_concurrency=environment.integer(
                 "BENCH_STORM_CONCURRENCY", cls.storm_concurrency, minimum=0, env=env
+            ),
+            tokens=environment.integer("BENCH_TOKENS", cls.tokens, minimum=0, env=env),
+            token_concurrency=environment.integer(
+                "BENCH_TOKEN_CONCURRENCY", cls.token_concurrency, minimum=1, env=env
+            ),
+            web_workers=environment.integer(
+                "BENCH_WEB_WORKERS", cls.web_workers, minimum=1, env=env
             ),
             generators=environment.integer("BENCH_GENERATORS", cls.generators, minimum=1, env=env),
             uvloop=uvloop,

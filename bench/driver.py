@@ -32,7 +32,7 @@ import django
 
 from testing import SERVICES, PostgresServer, RedisServer
 
-from . import plots, report, stack
+from . import plots, report, stack, tokens
 from .config import Config
 from .loadgen import (
     ConnectOrder,
@@ -165,12 +165,23 @@ def main() -> None:
                     print(report.storm_table([record]))
                 # Written at once: an interrupted bench keeps what it measured.
                 path = report.append(config.results_dir, [record])
+        site: list[Record] = []
+        if config.tokens:
+            print(f"\n--- web, {config.tokens:,} token requests")
+            site.append(tokens.measure(config, env, cpus, people, services=services))
+            site[0].update(context)
+            print(report.tokens_table(site))
+            path = report.append(config.results_dir, site)
 
     print("\n=== connections\n" + report.connections_table(records))
     print("\n=== deliveries\n" + report.deliveries_table(records))
     print("\n=== relay (the same events, PostgreSQL to Redis)\n" + report.relay_table(records))
     if any("storm" in record for record in records):
         print("\n=== reconnect storm\n" + report.storm_table(records))
+    if site:
+        print(
+            "\n=== web: GET /api/token/, one logged-in session each\n" + report.tokens_table(site)
+        )
     if {"broadcaster", "baseline"} <= set(config.servers):
         print("\n=== ratios (> 1: the broadcaster does better than the how-to's design)")
         print(report.ratios_table(records, subject="broadcaster", reference="baseline"))

@@ -31,7 +31,9 @@ SATURATED = 0.8
 
 
 def select(records: Sequence[Record]) -> list[Record]:
-    """The latest record per (server, connections) comparable with the newest one."""
+    """The latest fan-out record per (server, connections) comparable with the newest one."""
+    # The site's token records (bench.tokens) share the files, not the plots.
+    records = [r for r in records if r.get("kind", "fanout") == "fanout"]
     if not records:
         return []
     newest = max(records, key=lambda r: r["time"])

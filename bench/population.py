@@ -12,15 +12,22 @@ relay, Redis), and carry their sequence number in ``object_id``.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
+import string
 import time
 
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import Group, Permission, User
 from django.contrib.contenttypes.models import ContentType
+from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.sessions.models import Session
 from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 
 from shared.events import Event
 from web.notifications.models import OutboxEvent
@@ -82,6 +89,30 @@ def hellos(users: list[User], *, resuming: bool) -> list[str]:
     if not resuming:
         return tokens
     return [json.dumps({"token": token, "last_id": None}) for token in tokens]
+
+
+def sessions(users: list[User], count: int) -> list[str]:
+    """``count`` logged-in sessions, for ``users`` in turn, as ``django.contrib.auth.login``
+    leaves them (the user, the backend, the password's hash); their keys.
+
+    Written in bulk: logging in through the form would spend the run on
+    password hashing, which a reconnecting client doesn't do.
+    """
+    store = SessionStore()
+    expiry = timezone.now() + datetime.timedelta(seconds=settings.SESSION_COOKIE_AGE)
+    backend = settings.AUTHENTICATION_BACKENDS[0]  # the password login's
+    rows = []
+    for index in range(count):
+        user = users[index % len(users)]
+        data = {
+            SESSION_KEY: str(user.pk),
+            BACKEND_SESSION_KEY: backend,
+            HASH_SESSION_KEY: user.get_session_auth_hash(),
+        }
+        key = get_random_string(32, string.ascii_lowercase + string.digits)
+        rows.append(Session(session_key=key, session_data=store.encode(data), expire_date=expiry))
+    Session.objects.bulk_create(rows, batch_size=5000)
+    return [row.session_key for row in rows]
 
 
 def publish_events(first: int, count: int, content_type_id: int) -> float:

@@ -143,7 +143,60 @@ def storm_table(records: Sequence[Record]) -> str:
 
 
 PHASES = ("paced", "saturated")
+
+
 #: The first columns of a table with a row per phase: which run, which phase.
+def tokens_table(records: Sequence[Record]) -> str:
+    """The site's share of a storm: one token request per logged-in session."""
+    rows = []
+    for r in records:
+        statuses = r["statuses"]
+        latency = r["latency"]
+        rows.append(
+            [
+                _number(r["workers"]),
+                _number(r["requests"]),
+                _number(r["concurrency"]),
+                _number(statuses.get("200", 0)),
+                _number(sum(n for status, n in statuses.items() if status != "200")),
+                _number(sum(r["failures"].values())),
+                _number(r["wrong"]),
+                f"{r['seconds']:.1f}",
+                _number(r["per_second"]),
+                _number(r["cpu_ms_per_token"], 2),
+                _share(r["server_busy"]),
+                _ms(latency["p50"]),
+                _ms(latency["p99"]),
+                _ms(latency["max"]),
+                _number(r["rss_idle_kib"] / 1024),
+                _number(r["rss_after_kib"] / 1024),
+                _number(r["rss_peak_kib"] / 1024),
+            ]
+        )
+    return _table(
+        [
+            "workers",
+            "requests",
+            "at once",
+            "200",
+            "other status",
+            "failed",
+            "wrong user",
+            "seconds",
+            "tokens /s",
+            "CPU ms / token",
+            "web busy",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "RSS MiB idle",
+            "RSS MiB after",
+            "peak RSS MiB",
+        ],
+        rows,
+    )
+
+
 PHASE_HEADER = ("server", "clients", "phase", "events")
 
 

@@ -67,16 +67,23 @@ class Program:
     """
 
     def __init__(
-        self, module: str, prefix: str, env: dict[str, str], *, services: Path = SERVICES
+        self,
+        module: str,
+        prefix: str,
+        env: dict[str, str],
+        *,
+        services: Path = SERVICES,
+        args: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> None:
         self.module = module
-        self.port = free_port()
+        self.port = port or free_port()
         self.http = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{module}-", suffix=".log")  # noqa: SIM115
         # The baseline (bench.baseline) is always the working tree's: the reference.
         path = os.pathsep.join([str(services), str(ROOT)])
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", module, *args],
             cwd=services,
             env={
                 **os.environ,
@@ -157,6 +164,36 @@ def start_server(
     return process
 
 
+def start_web(
+    env: dict[str, str], cpus: Cpus, *, workers: int, services: Path = SERVICES
+) -> Program:
+    """Start the site as its image does (gunicorn, ``web/gunicorn_conf.py``), every
+    worker pinned to :attr:`Cpus.server`, on loopback alone; return it once it answers."""
+    port = free_port()
+    with cpus.pinned(cpus.server):
+        process = Program(
+            "gunicorn",
+            "WEB",
+            {**env, "WEB_CONCURRENCY": str(workers)},
+            services=services,
+            # The command line wins over the configuration file's 0.0.0.0.
+            args=(
+                "--config",
+                "python:web.gunicorn_conf",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "web.wsgi",
+            ),
+            port=port,
+        )
+    process.wait_ready(
+        lambda: (
+            http_status(f"{process.http}/healthz") == 200 and len(children(process.pid)) == workers
+        )
+    )
+    return process
+
+
 def listens(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -232,6 +269,16 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of process ``pid``, all its threads, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (gunicorn's workers, for its master)."""
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(Path(stat).read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.split("/")[2]))
+    return sorted(found)
 
 
 def cpu_times() -> dict[int, tuple[int, int]]:

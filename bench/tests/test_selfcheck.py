@@ -15,6 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 20
+#: Token requests to the site: each user's session twice.
+TOKENS = 2 * CLIENTS
 
 
 def test_every_client_receives_every_event_it_may_see_once(tmp_path: Path) -> None:
@@ -28,6 +30,9 @@ def test_every_client_receives_every_event_it_may_see_once(tmp_path: Path) -> No
         "BENCH_SATURATED_DELIVERIES": "200",
         "BENCH_IDLE_SECONDS": "0",
         "BENCH_PHASE_TIMEOUT": "60",
+        "BENCH_TOKENS": str(TOKENS),
+        "BENCH_TOKEN_CONCURRENCY": "5",
+        "BENCH_WEB_WORKERS": "2",
         "BENCH_RESULTS_DIR": str(tmp_path),
         "BENCH_PLOTS_DIR": str(tmp_path),
     }
@@ -41,7 +46,7 @@ def test_every_client_receives_every_event_it_may_see_once(tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stdout + result.stderr
     (results,) = tmp_path.glob("*.jsonl")
-    records = [json.loads(line) for line in results.read_text().splitlines()]
+    *records, site = [json.loads(line) for line in results.read_text().splitlines()]
     assert [r["server"] for r in records] == ["broadcaster", "baseline"]
     phases = {"paced": 20, "saturated": 20}
     for record in records:
@@ -68,6 +73,14 @@ def test_every_client_receives_every_event_it_may_see_once(tmp_path: Path) -> No
     # The relay moved every one of these events (each was received): it spent
     # CPU on them, counted in ticks of 10 ms, so over all phases together.
     assert sum(r[name]["relay_cpu_ms_per_event"] for r in records for name in phases) > 0
+    # Every session got a token, and it is its own user's.
+    assert (site["kind"], site["workers"], site["requests"]) == ("tokens", 2, TOKENS)
+    assert (site["statuses"], site["failures"], site["wrong"]) == ({"200": TOKENS}, {}, 0)
+    assert site["workers_replaced"] == 0
+    assert site["cpu_ms_per_token"] > 0
+    assert 0 < site["rss_idle_kib"] <= site["rss_peak_kib"]
+    assert 0 < site["latency"]["p50"] <= site["latency"]["max"] < 60
+    assert "=== web: GET /api/token/" in result.stdout
     assert "| broadcaster | 20" in result.stdout
     assert "=== reconnect storm" in result.stdout
     assert "=== relay" in result.stdout
