@@ -150,6 +150,27 @@ def test_production_spreads_over_the_eligible_nodes(rendered: dict[str, list[Man
         assert by_node["labelSelector"] == {"matchLabels": {"app.kubernetes.io/name": name}}
 
 
+# The site's memory.
+
+#: From `make bench`'s token requests (docs/performance.md): gunicorn's
+#: master, and each worker after 10,000 tokens.
+WEB_MASTER_MIB = 26
+WEB_WORKER_MIB = 55
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_web_memory_request_holds_its_workers(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    box = container(find(rendered[overlay], "Deployment", "web"), "web")
+    (workers,) = [int(v["value"]) for v in box["env"] if v["name"] == "WEB_CONCURRENCY"]
+    resources = box["resources"]
+    needed = WEB_MASTER_MIB + workers * WEB_WORKER_MIB
+    assert mebibytes(resources["requests"]["memory"]) >= needed, (workers, resources)
+    # Room for a worker's growth under the admin's larger pages.
+    assert mebibytes(resources["limits"]["memory"]) >= 2 * needed, (workers, resources)
+
+
 # The broadcasters' capacity and their autoscaling.
 
 #: From `make bench` (docs/performance.md): a broadcaster's memory idle with
