@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 import weakref
 from collections.abc import Callable, Collection, Iterable
 
@@ -90,8 +91,10 @@ class Fanout:
         self._access_sets: weakref.WeakValueDictionary[frozenset[int], frozenset[int]] = (
             weakref.WeakValueDictionary()
         )
-        #: Events read and not written yet, as ``(content type, frame)``.
+        #: Events read and not written yet, as ``(content type, frame)``, and
+        #: their places' times in the log (milliseconds).
         self._run: list[tuple[int, bytes]] = []
+        self._run_times: list[int] = []
         self._run_size = 0
         self._flush_timer: asyncio.TimerHandle | None = None
         #: When events were last written (the event loop's clock).
@@ -206,6 +209,7 @@ class Fanout:
             elif entry.content_type_id is not None:
                 frame = frames.text_frame(entry.message)
                 self._run.append((entry.content_type_id, frame))
+                self._run_times.append(entry.position.ms)
                 self._run_size += len(frame)
                 if self._run_size >= RUN_BYTES:
                     self.flush()
@@ -231,8 +235,13 @@ class Fanout:
         if not self._run:
             return
         run, self._run, self._run_size = self._run, [], 0
+        times, self._run_times = self._run_times, []
         self._last_write = asyncio.get_running_loop().time()
         self._send_run(run)
+        # Written to every recipient now: how long after the relay placed them.
+        written = time.time()
+        for ms in times:
+            self.metrics.event_delays.observe(written - ms / 1000)
 
     def _send_run(self, run: list[tuple[int, bytes]]) -> None:
         """Write a run of ``(content type, frame)`` to whoever may see any of them."""

@@ -7,7 +7,11 @@ import dataclasses
 from collections.abc import Mapping
 
 from shared import prometheus
-from shared.prometheus import Family
+from shared.prometheus import Family, Histogram
+
+#: Upper bounds of ``broadcaster_event_delay_seconds``: fine around the
+#: 100 ms a notification should take, coarse past a second.
+DELAY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclasses.dataclass
@@ -30,6 +34,8 @@ class Metrics:
     positions_sent: int = 0
     resumes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     auth_failures: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    #: Live events, from their place in the log to the end of their write to every recipient.
+    event_delays: Histogram = dataclasses.field(default_factory=lambda: Histogram(DELAY_BOUNDS))
 
     def render(
         self, *, connections: int, pending: int, ready: bool, max_connections: int, waiting: int
@@ -104,6 +110,13 @@ class Metrics:
                 "counter",
                 "Writes of live events to clients: messages_sent_total / this is events per write.",
                 {"": self.writes},
+            ),
+            (
+                "event_delay_seconds",
+                "histogram",
+                "Live events, from their place in the log (the relay's clock) to the end"
+                " of their write to every recipient (this process's clock).",
+                self.event_delays.samples(),
             ),
             (
                 "resumes_total",

@@ -11,6 +11,7 @@ while it does. None of them measures time.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -152,3 +153,39 @@ def test_a_revocation_after_waiting_events(
         alice.save()  # revokes, in the log after the events
         assert [receive_message(client)["object"] for _ in range(2)] == ["one", "two"]
         assert closed(client) == (1008, "access revoked")
+
+
+def test_event_delays_are_measured_from_the_log_to_the_write(
+    start_broadcaster: Callable[..., BroadcasterProcess],
+) -> None:
+    """``broadcaster_event_delay_seconds``: one observation per live event,
+    from its place in the log to its write. An event that waits for the
+    interval is written after it was seen waiting and before it is received:
+    its delay lies between those two times, less its place's."""
+    broadcaster = start_broadcaster(BROADCASTER_WRITE_INTERVAL="1000")
+    root = user("root", is_superuser=True)
+    name = "broadcaster_event_delay_seconds"
+    with authenticated(broadcaster, token_for(root)) as client:
+        publish(event_for(Group, "written"))
+        assert messages_until(client, "written")[-1]["object"] == "written"
+        publish(event_for(Group, "waiting"))
+        while True:  # bounded by the interval: the event is written within a second
+            seen_waiting = time.time()  # before the scrape that finds it waiting
+            before = broadcaster.metrics()
+            if before["broadcaster_events_waiting"] == 1:
+                break
+            assert before[f"{name}_count"] == 1, "written before it was seen waiting"
+        message = receive_message(client)
+        received = time.time()
+        after = broadcaster.metrics()
+    assert message["object"] == "waiting"
+    assert (before[f"{name}_count"], after[f"{name}_count"]) == (1, 2)
+    placed = place(message).ms / 1000
+    delay = after[f"{name}_sum"] - before[f"{name}_sum"]
+    assert seen_waiting - placed <= delay <= received - placed, (seen_waiting, delay, received)
+    # Cumulative buckets: the delay is counted from the first bound at or above it.
+    buckets = {k: v for k, v in after.items() if k.startswith(f"{name}_bucket")}
+    assert buckets[f'{name}_bucket{{le="+Inf"}}'] == 2
+    for key, count in buckets.items():
+        bound = float(key.partition('le="')[2].rstrip('"}'))
+        assert count == sum(1 for d in (before[f"{name}_sum"], delay) if d <= bound), key
