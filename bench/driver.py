@@ -161,6 +161,7 @@ def main() -> None:
                 print(report.connections_table([record]))
                 print(report.deliveries_table([record]))
                 print(report.relay_table([record]))
+                print(report.latency_table([record]))
                 if "storm" in record:
                     print(report.storm_table([record]))
                 # Written at once: an interrupted bench keeps what it measured.
@@ -176,6 +177,7 @@ def main() -> None:
     print("\n=== connections\n" + report.connections_table(records))
     print("\n=== deliveries\n" + report.deliveries_table(records))
     print("\n=== relay (the same events, PostgreSQL to Redis)\n" + report.relay_table(records))
+    print("\n=== latency p99 by part, ms\n" + report.latency_table(records))
     if any("storm" in record for record in records):
         print("\n=== reconnect storm\n" + report.storm_table(records))
     if site:
@@ -355,6 +357,7 @@ class Run:
         assert self.process is not None and self.generators is not None
         config, generators, pid = self.config, self.generators, self.process.pid
         generators.ask("window", [(first, first + events)] * len(generators.pipes))
+        delays_before = self.delays()
         cpu_before = stack.cpu_seconds(pid)
         relay_cpu_before = stack.cpu_seconds(self.relay.pid)
         generator_cpu_before = [stack.cpu_seconds(p) for p in generators.pids]
@@ -392,6 +395,7 @@ class Run:
             time.sleep(POLL_SECONDS)
         finished = time.monotonic()
         machine_busy = stack.busy_shares(machine_before, stack.cpu_times())
+        delays = self.delays()
         cpu = stack.cpu_seconds(pid) - cpu_before
         relay_cpu = stack.cpu_seconds(self.relay.pid) - relay_cpu_before
         generator_cpu = [
@@ -459,8 +463,19 @@ class Run:
                 # of the latency is the server's and the generator's.
                 "to_log_p50": percentile(to_log, 50),
                 "to_log_p99": percentile(to_log, 99),
+                # The broadcaster's own (its histogram: the bucket's upper bound),
+                # from the log to the end of the write to every recipient.
+                "written_p50": report.bucket_percentile(delays_before, delays, 50),
+                "written_p99": report.bucket_percentile(delays_before, delays, 99),
+                "written_events": (delays[-1][1] - delays_before[-1][1]) if delays else None,
             },
         }
+
+    def delays(self) -> list[tuple[float, float]]:
+        """The broadcaster's ``broadcaster_event_delay_seconds`` now; the baseline has none."""
+        if self.server != "broadcaster" or self.process is None:
+            return []
+        return stack.histogram(self.process, "broadcaster_event_delay_seconds")
 
 
 def median(values: Iterable[float | None]) -> float | None:

@@ -19,6 +19,18 @@ def percentile(ordered: Sequence[float], p: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
+def bucket_percentile(
+    before: Sequence[tuple[float, float]], after: Sequence[tuple[float, float]], p: float
+) -> float | None:
+    """The ``p``-th percentile of what a Prometheus histogram counted between two
+    readings, as the upper bound of its bucket (an "at most"); ``None`` if nothing."""
+    counts = [(bound, n - dict(before).get(bound, 0)) for bound, n in after]
+    total = counts[-1][1] if counts else 0
+    if total <= 0:
+        return None
+    return next(bound for bound, n in counts if n >= p / 100 * total)
+
+
 def append(directory: Path, records: Iterable[Record]) -> Path:
     """Append ``records`` to ``directory/<UTC date>.jsonl``; return its path."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -277,6 +289,24 @@ def relay_table(records: Sequence[Record]) -> str:
         ],
         rows,
     )
+
+
+def latency_table(records: Sequence[Record]) -> str:
+    """Where each phase's p99 went: to the log (the relay), to the last write (the
+    server's histogram, an "at most"), and to the client's receipt (all of it)."""
+    rows = []
+    for _, phase, cells in _phases(records):
+        latency = phase["latency"]
+        written = latency.get("written_p99")
+        rows.append(
+            [
+                *cells,
+                _ms(latency["to_log_p99"]),
+                "—" if written is None else f"≤ {_ms(written)}",
+                _ms(latency["p99"]),
+            ]
+        )
+    return _table([*PHASE_HEADER, "commit to log", "log to written", "commit to receipt"], rows)
 
 
 def ratios_table(records: Sequence[Record], *, subject: str, reference: str) -> str:

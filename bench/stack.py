@@ -32,7 +32,7 @@ from pathlib import Path
 
 import redis
 
-from testing import SERVICES, free_port, http_status
+from testing import SERVICES, free_port, http_get, http_status
 
 from .config import ROOT
 
@@ -78,6 +78,7 @@ class Program:
     ) -> None:
         self.module = module
         self.port = port or free_port()
+        self.metrics_port = free_port()
         self.http = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{module}-", suffix=".log")  # noqa: SIM115
         # The baseline (bench.baseline) is always the working tree's: the reference.
@@ -91,7 +92,7 @@ class Program:
                 "PYTHONPATH": path,
                 f"{prefix}_HOST": "127.0.0.1",
                 f"{prefix}_PORT": str(self.port),
-                f"{prefix}_METRICS_PORT": str(free_port()),
+                f"{prefix}_METRICS_PORT": str(self.metrics_port),
             },
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -192,6 +193,20 @@ def start_web(
         )
     )
     return process
+
+
+def histogram(program: Program, name: str) -> list[tuple[float, float]]:
+    """``name``'s cumulative buckets on ``program``'s metrics port, as
+    ``(upper bound, count)`` in order, ``+Inf`` last."""
+    status, text, _ = http_get(f"http://127.0.0.1:{program.metrics_port}/metrics")
+    if status != 200:
+        raise RuntimeError(f"{program.module}: /metrics answered {status}")
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(f'{name}_bucket{{le="'):
+            labels, _, value = line.rpartition(" ")
+            buckets.append((float(labels.partition('le="')[2].rstrip('"}')), float(value)))
+    return sorted(buckets)
 
 
 def listens(port: int) -> bool:

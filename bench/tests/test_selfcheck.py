@@ -66,6 +66,12 @@ def test_every_client_receives_every_event_it_may_see_once(tmp_path: Path) -> No
             # commit (within the millisecond the position is rounded down to).
             assert -0.001 < phase["latency"]["to_log_p50"] <= phase["latency"]["to_log_p99"]
             assert phase["latency"]["to_log_p99"] <= phase["latency"]["max"]
+            # The broadcaster's histogram counted each event once, from the log to its write.
+            if server == "broadcaster":
+                assert phase["latency"]["written_events"] == events, phase["latency"]
+                assert 0 < phase["latency"]["written_p50"] <= phase["latency"]["written_p99"]
+            else:
+                assert phase["latency"]["written_p99"] is None
         assert 0 < record["relay_rss_kib"] <= record["relay_rss_peak_kib"]
         storm = record["storm"]  # every client dropped, and back with a fresh token
         assert storm["dropped"] == CLIENTS, (server, storm)
@@ -84,6 +90,7 @@ def test_every_client_receives_every_event_it_may_see_once(tmp_path: Path) -> No
     assert "| broadcaster | 20" in result.stdout
     assert "=== reconnect storm" in result.stdout
     assert "=== relay" in result.stdout
+    assert "=== latency p99 by part" in result.stdout
     assert {p.name for p in tmp_path.glob("*.svg")} == {
         "performance-latency.svg",
         "performance-throughput.svg",
