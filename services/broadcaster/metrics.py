@@ -11,7 +11,23 @@ from shared.prometheus import Family, Histogram
 
 #: Upper bounds of ``broadcaster_event_delay_seconds``: fine around the
 #: 100 ms a notification should take, coarse past a second.
-DELAY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DELAY_BOUNDS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 @dataclasses.dataclass
