@@ -35,9 +35,9 @@ class Histogram:
         self.counts = [0] * (len(self.bounds) + 1)
         self.sum = 0.0
 
-    def observe(self, value: float, times: int = 1) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += times
-        self.sum += value * times
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
 
     def samples(self) -> dict[str, float]:
         """The ``_bucket`` (cumulative, ``le`` each bound then ``+Inf``), ``_sum``, ``_count``."""
