@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,57 +158,6 @@ PHASES = ("paced", "saturated")
 
 
 #: The first columns of a table with a row per phase: which run, which phase.
-def tokens_table(records: Sequence[Record]) -> str:
-    """The site's share of a storm: one token request per logged-in session."""
-    rows = []
-    for r in records:
-        statuses = r["statuses"]
-        latency = r["latency"]
-        rows.append(
-            [
-                _number(r["workers"]),
-                _number(r["requests"]),
-                _number(r["concurrency"]),
-                _number(statuses.get("200", 0)),
-                _number(sum(n for status, n in statuses.items() if status != "200")),
-                _number(sum(r["failures"].values())),
-                _number(r["wrong"]),
-                f"{r['seconds']:.1f}",
-                _number(r["per_second"]),
-                _number(r["cpu_ms_per_token"], 2),
-                _share(r["server_busy"]),
-                _ms(latency["p50"]),
-                _ms(latency["p99"]),
-                _ms(latency["max"]),
-                _number(r["rss_idle_kib"] / 1024),
-                _number(r["rss_after_kib"] / 1024),
-                _number(r["rss_peak_kib"] / 1024),
-            ]
-        )
-    return _table(
-        [
-            "workers",
-            "requests",
-            "at once",
-            "200",
-            "other status",
-            "failed",
-            "wrong user",
-            "seconds",
-            "tokens /s",
-            "CPU ms / token",
-            "web busy",
-            "p50 ms",
-            "p99 ms",
-            "max ms",
-            "RSS MiB idle",
-            "RSS MiB after",
-            "peak RSS MiB",
-        ],
-        rows,
-    )
-
-
 PHASE_HEADER = ("server", "clients", "phase", "events")
 
 
@@ -307,6 +256,36 @@ def latency_table(records: Sequence[Record]) -> str:
             ]
         )
     return _table([*PHASE_HEADER, "commit to log", "log to written", "commit to receipt"], rows)
+
+
+#: The site's table: each column's header, and its cell for a token record.
+TOKEN_COLUMNS: tuple[tuple[str, Callable[[Record], str]], ...] = (
+    ("workers", lambda r: _number(r["workers"])),
+    ("requests", lambda r: _number(r["requests"])),
+    ("at once", lambda r: _number(r["concurrency"])),
+    ("200", lambda r: _number(r["statuses"].get("200", 0))),
+    ("other status", lambda r: _number(sum(n for k, n in r["statuses"].items() if k != "200"))),
+    ("failed", lambda r: _number(sum(r["failures"].values()))),
+    ("wrong user", lambda r: _number(r["wrong"])),
+    ("seconds", lambda r: f"{r['seconds']:.1f}"),
+    ("tokens /s", lambda r: _number(r["per_second"])),
+    ("CPU ms / token", lambda r: _number(r["cpu_ms_per_token"], 2)),
+    ("web busy", lambda r: _share(r["server_busy"])),
+    ("p50 ms", lambda r: _ms(r["latency"]["p50"])),
+    ("p99 ms", lambda r: _ms(r["latency"]["p99"])),
+    ("max ms", lambda r: _ms(r["latency"]["max"])),
+    ("RSS MiB idle", lambda r: _number(r["rss_idle_kib"] / 1024)),
+    ("RSS MiB after", lambda r: _number(r["rss_after_kib"] / 1024)),
+    ("peak RSS MiB", lambda r: _number(r["rss_peak_kib"] / 1024)),
+)
+
+
+def tokens_table(records: Sequence[Record]) -> str:
+    """The site's share of a storm: one token request per logged-in session."""
+    return _table(
+        [header for header, _ in TOKEN_COLUMNS],
+        ([cell(r) for _, cell in TOKEN_COLUMNS] for r in records),
+    )
 
 
 def ratios_table(records: Sequence[Record], *, subject: str, reference: str) -> str:
