@@ -32,7 +32,7 @@ from pathlib import Path
 
 import redis
 
-from testing import SERVICES, free_port, http_get, http_status
+from testing import SERVICES, free_port, http_get, http_status, metric_samples
 
 from .config import ROOT
 
@@ -201,12 +201,12 @@ def histogram(program: Program, name: str) -> list[tuple[float, float]]:
     status, text, _ = http_get(f"http://127.0.0.1:{program.metrics_port}/metrics")
     if status != 200:
         raise RuntimeError(f"{program.module}: /metrics answered {status}")
-    buckets = []
-    for line in text.splitlines():
-        if line.startswith(f'{name}_bucket{{le="'):
-            labels, _, value = line.rpartition(" ")
-            buckets.append((float(labels.partition('le="')[2].rstrip('"}')), float(value)))
-    return sorted(buckets)
+    prefix = f'{name}_bucket{{le="'
+    return sorted(
+        (float(key.removeprefix(prefix).rstrip('"}')), value)
+        for key, value in metric_samples(text).items()
+        if key.startswith(prefix)
+    )
 
 
 def listens(port: int) -> bool:

@@ -77,6 +77,16 @@ def http_get(url: str) -> tuple[int, str, str]:
         return exc.code, exc.read().decode(), exc.headers["Content-Type"]
 
 
+def metric_samples(text: str) -> dict[str, float]:
+    """Prometheus text ``text`` as ``{'name{labels}': value}``, comments left out."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
 def find_program(name: str) -> str:
     """Find a server program on PATH or in Debian's PostgreSQL directories."""
     found = shutil.which(name) or next(
@@ -301,12 +311,7 @@ class ServiceProcess:
         """Parse the metrics port's /metrics into ``{'name{labels}': value}``."""
         status, text, _ = http_get(f"{self.metrics_http}/metrics")
         assert status == 200, (status, text)
-        samples = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                samples[name] = float(value)
-        return samples
+        return metric_samples(text)
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

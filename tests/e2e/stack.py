@@ -59,6 +59,7 @@ from websockets.exceptions import InvalidHandshake
 from websockets.sync.client import connect
 
 from shared.environment import boolean, string
+from testing import metric_samples
 
 T = TypeVar("T")
 
@@ -175,16 +176,6 @@ def _stop_group(process: subprocess.Popen[str]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
-
-
-def _samples(text: str) -> dict[str, float]:
-    """The samples of a Prometheus text exposition: name{labels} → value."""
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 @dataclasses.dataclass
@@ -305,13 +296,13 @@ class Stack:
         return self.run("broadcasters", timeout=120).stdout.split()
 
     def metrics(self, broadcaster: str) -> dict[str, float]:
-        return _samples(self.run("metrics", broadcaster, timeout=120).stdout)
+        return metric_samples(self.run("metrics", broadcaster, timeout=120).stdout)
 
     def relay_metrics(self) -> dict[str, float]:
-        return _samples(self.run("relay-metrics", timeout=120).stdout)
+        return metric_samples(self.run("relay-metrics", timeout=120).stdout)
 
     def web_metrics(self) -> dict[str, float]:
-        return _samples(self.run("web-metrics", timeout=120).stdout)
+        return metric_samples(self.run("web-metrics", timeout=120).stdout)
 
     # Connections, as the broadcasters count them.
 
