@@ -24,7 +24,8 @@ def bucket_percentile(
 ) -> float | None:
     """The ``p``-th percentile of what a Prometheus histogram counted between two
     readings, as the upper bound of its bucket (an "at most"); ``None`` if nothing."""
-    counts = [(bound, n - dict(before).get(bound, 0)) for bound, n in after]
+    earlier = dict(before)
+    counts = [(bound, n - earlier.get(bound, 0)) for bound, n in after]
     total = counts[-1][1] if counts else 0
     if total <= 0:
         return None
@@ -155,8 +156,6 @@ def storm_table(records: Sequence[Record]) -> str:
 
 
 PHASES = ("paced", "saturated")
-
-
 #: The first columns of a table with a row per phase: which run, which phase.
 PHASE_HEADER = ("server", "clients", "phase", "events")
 

@@ -97,15 +97,6 @@ async def fetch(
     return [answer or Answer(0, failure="deadline") for answer in answers]
 
 
-def _total(read: Callable[[int], float], pids: Sequence[int]) -> float:
-    """``read`` summed over the processes still there."""
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            total += read(pid)
-    return total
-
-
 async def _response(reader: asyncio.StreamReader) -> tuple[Answer, bool]:
     """Read one response; the answer, and whether the connection stays open."""
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
@@ -121,6 +112,15 @@ async def _response(reader: asyncio.StreamReader) -> tuple[Answer, bool]:
     body = await reader.readexactly(length)
     token = json.loads(body).get("token") if status == 200 else None
     return Answer(status, token=token), headers.get("connection", "").lower() != "close"
+
+
+def _total(read: Callable[[int], float], pids: Sequence[int]) -> float:
+    """``read`` summed over the processes still there."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += read(pid)
+    return total
 
 
 def measure(
