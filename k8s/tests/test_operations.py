@@ -19,6 +19,7 @@ from manifests import (
     Manifest,
     container,
     containers,
+    environment,
     find,
     maybe_find,
     pod_spec,
@@ -160,10 +161,14 @@ WEB_WORKER_MIB = 55
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_web_memory_request_holds_its_workers(
-    rendered: dict[str, list[Manifest]], overlay: str
+    rendered: dict[str, list[Manifest]],
+    secret_template: dict[str, dict[str, str]],
+    overlay: str,
 ) -> None:
-    box = container(find(rendered[overlay], "Deployment", "web"), "web")
-    (workers,) = [int(v["value"]) for v in box["env"] if v["name"] == "WEB_CONCURRENCY"]
+    docs = rendered[overlay]
+    box = container(find(docs, "Deployment", "web"), "web")
+    # Set, wherever it comes from: gunicorn's default counts the node's cores.
+    workers = int(environment(docs, secret_template, box)["WEB_CONCURRENCY"] or 0)
     resources = box["resources"]
     needed = WEB_MASTER_MIB + workers * WEB_WORKER_MIB
     assert mebibytes(resources["requests"]["memory"]) >= needed, (workers, resources)
