@@ -32,7 +32,7 @@ import django
 
 from testing import SERVICES, PostgresServer, RedisServer
 
-from . import plots, report, stack, tokens
+from . import floor, plots, report, stack, tokens
 from .config import Config
 from .loadgen import (
     ConnectOrder,
@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 TOKEN_MAX_AGE = 3600
 #: Seconds between two looks at the generators' counts while waiting.
 POLL_SECONDS = 0.05
+#: The broadcaster's metrics read around each delivery phase.
+DELAYS = "broadcaster_event_delay_seconds"
+WRITES = "broadcaster_writes_total"
 
 
 def main() -> None:
@@ -142,6 +145,11 @@ def main() -> None:
 
         sequence = 0
         for count in config.connections:
+            recipients = sum(people.allowed[:count])
+            bare = None
+            if recipients:
+                bare = floor.measure(recipients, writer_cpus=cpus.server, reader_cpus=cpus.others)
+                print(_floor_line(bare))
             for server in config.servers:
                 print(f"\n--- {server}, {count:,} clients")
                 run = Run(
@@ -156,12 +164,14 @@ def main() -> None:
                 )
                 record = run.measure(sequence, use_uvloop=use_uvloop)
                 sequence = run.sequence
-                record.update(context)
+                record.update(context, floor=bare)
                 records.append(record)
                 print(report.connections_table([record]))
                 print(report.deliveries_table([record]))
                 print(report.relay_table([record]))
                 print(report.latency_table([record]))
+                if server == "broadcaster":
+                    print(report.writes_table([record]))
                 if "storm" in record:
                     print(report.storm_table([record]))
                 # Written at once: an interrupted bench keeps what it measured.
@@ -178,6 +188,8 @@ def main() -> None:
     print("\n=== deliveries\n" + report.deliveries_table(records))
     print("\n=== relay (the same events, PostgreSQL to Redis)\n" + report.relay_table(records))
     print("\n=== latency p99 by part, ms\n" + report.latency_table(records))
+    if "broadcaster" in config.servers:
+        print("\n=== the broadcaster's writes, against the floor\n" + report.writes_table(records))
     if any("storm" in record for record in records):
         print("\n=== reconnect storm\n" + report.storm_table(records))
     if site:
@@ -357,7 +369,8 @@ class Run:
         assert self.process is not None and self.generators is not None
         config, generators, pid = self.config, self.generators, self.process.pid
         generators.ask("window", [(first, first + events)] * len(generators.pipes))
-        delays_before = self.delays()
+        counted_before = self.counted()
+        delays_before = stack.histogram(counted_before, DELAYS)
         cpu_before = stack.cpu_seconds(pid)
         relay_cpu_before = stack.cpu_seconds(self.relay.pid)
         generator_cpu_before = [stack.cpu_seconds(p) for p in generators.pids]
@@ -395,7 +408,9 @@ class Run:
             time.sleep(POLL_SECONDS)
         finished = time.monotonic()
         machine_busy = stack.busy_shares(machine_before, stack.cpu_times())
-        delays = self.delays()
+        counted = self.counted()
+        delays = stack.histogram(counted, DELAYS)
+        writes = counted.get(WRITES, 0) - counted_before.get(WRITES, 0) if counted else None
         cpu = stack.cpu_seconds(pid) - cpu_before
         relay_cpu = stack.cpu_seconds(self.relay.pid) - relay_cpu_before
         generator_cpu = [
@@ -440,6 +455,10 @@ class Run:
             "deliveries_per_second": delivered / span if span > 0 else None,
             "cpu_seconds": cpu,
             "cpu_ms_per_1000": cpu * 1e6 / delivered if delivered else None,
+            # The broadcaster's writes (a write carries each client all it is
+            # due at once), to set against the floor (bench.floor).
+            "writes": writes,
+            "cpu_us_per_write": cpu * 1e6 / writes if writes else None,
             "delivery_seconds": span,
             "server_cpu_share": cpu / (finished - started),
             # Over the deliveries' span: near 1.0, the server was the bottleneck.
@@ -471,16 +490,24 @@ class Run:
             },
         }
 
-    def delays(self) -> list[tuple[float, float]]:
-        """The broadcaster's ``broadcaster_event_delay_seconds`` now; the baseline has none."""
+    def counted(self) -> dict[str, float]:
+        """The broadcaster's metrics now (its delays and writes); the baseline has none."""
         if self.server != "broadcaster" or self.process is None:
-            return []
-        return stack.histogram(self.process, "broadcaster_event_delay_seconds")
+            return {}
+        return stack.metrics(self.process)
 
 
 def median(values: Iterable[float | None]) -> float | None:
     present = sorted(value for value in values if value is not None)
     return percentile(present, 50)
+
+
+def _floor_line(bare: Record) -> str:
+    return (
+        f"\n--- floor: a bare send() of {bare['write_bytes']} bytes to each of "
+        f"{bare['connections']:,} clients, {bare['writes']:,} writes: "
+        f"{bare['cpu_us_per_write']:.1f} µs of CPU each ({bare['short_writes']} short)"
+    )
 
 
 def _connect_line(what: str, connected: Record, count: int) -> str:

@@ -257,6 +257,30 @@ def latency_table(records: Sequence[Record]) -> str:
     return _table([*PHASE_HEADER, "commit to log", "log to written", "commit to receipt"], rows)
 
 
+def writes_table(records: Sequence[Record]) -> str:
+    """The broadcaster's CPU per write against the floor: a bare ``send()`` of about
+    the same bytes to as many clients on the same CPU (:mod:`bench.floor`)."""
+    rows = []
+    for r, phase, cells in _phases(records):
+        writes = phase.get("writes")
+        if not writes:
+            continue  # the baseline, which counts no writes, or a record from before
+        floor = r.get("floor") or {}
+        rows.append(
+            [
+                *cells,
+                _number(writes),
+                _number(phase["received"] / writes, 1),
+                _number(phase["cpu_us_per_write"], 1),
+                _number(floor.get("cpu_us_per_write"), 1),
+            ]
+        )
+    return _table(
+        [*PHASE_HEADER, "writes", "events / write", "server CPU µs / write", "floor µs / write"],
+        rows,
+    )
+
+
 #: The site's table: each column's header, and its cell for a token record.
 TOKEN_COLUMNS: tuple[tuple[str, Callable[[Record], str]], ...] = (
     ("workers", lambda r: _number(r["workers"])),

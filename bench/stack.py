@@ -195,16 +195,21 @@ def start_web(
     return process
 
 
-def histogram(program: Program, name: str) -> list[tuple[float, float]]:
-    """``name``'s cumulative buckets on ``program``'s metrics port, as
-    ``(upper bound, count)`` in order, ``+Inf`` last."""
+def metrics(program: Program) -> dict[str, float]:
+    """Every sample on ``program``'s metrics port, by name with its labels."""
     status, text, _ = http_get(f"http://127.0.0.1:{program.metrics_port}/metrics")
     if status != 200:
         raise RuntimeError(f"{program.module}: /metrics answered {status}")
+    return metric_samples(text)
+
+
+def histogram(samples: dict[str, float], name: str) -> list[tuple[float, float]]:
+    """Histogram ``name``'s cumulative buckets in :func:`metrics`' ``samples``, as
+    ``(upper bound, count)`` in order, ``+Inf`` last."""
     prefix = f'{name}_bucket{{le="'
     return sorted(
         (float(key.removeprefix(prefix).rstrip('"}')), value)
-        for key, value in metric_samples(text).items()
+        for key, value in samples.items()
         if key.startswith(prefix)
     )
 

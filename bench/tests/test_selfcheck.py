@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import floor
+
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 20
 #: Token requests to the site: each user's session twice.
@@ -70,8 +72,20 @@ def test_every_client_receives_every_event_it_may_see_once(tmp_path: Path) -> No
             if server == "broadcaster":
                 assert phase["latency"]["written_events"] == events, phase["latency"]
                 assert 0 < phase["latency"]["written_p50"] <= phase["latency"]["written_p99"]
+                # Its writes: each recipient got one at least, and each carried an event or more.
+                assert CLIENTS // 2 <= phase["writes"] <= phase["received"], phase
+                assert phase["cpu_us_per_write"] >= 0
             else:
                 assert phase["latency"]["written_p99"] is None
+                assert phase["writes"] is None
+        # The floor wrote to as many clients as the broadcaster's recipients, and
+        # every byte of it was read on the other side.
+        bare = record["floor"]
+        assert bare["connections"] == CLIENTS // 2
+        assert bare["writes"] == bare["connections"] * floor.ROUNDS
+        assert bare["received_bytes"] == bare["writes"] * floor.WRITE_BYTES
+        assert bare["short_writes"] == 0
+        assert bare["cpu_us_per_write"] > 0
         assert 0 < record["relay_rss_kib"] <= record["relay_rss_peak_kib"]
         storm = record["storm"]  # every client dropped, and back with a fresh token
         assert storm["dropped"] == CLIENTS, (server, storm)
@@ -91,6 +105,7 @@ def test_every_client_receives_every_event_it_may_see_once(tmp_path: Path) -> No
     assert "=== reconnect storm" in result.stdout
     assert "=== relay" in result.stdout
     assert "=== latency p99 by part" in result.stdout
+    assert "=== the broadcaster's writes, against the floor" in result.stdout
     assert {p.name for p in tmp_path.glob("*.svg")} == {
         "performance-latency.svg",
         "performance-throughput.svg",
