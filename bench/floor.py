@@ -14,7 +14,6 @@ write to one client. ``python -m bench.floor N`` prints it as JSON.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import select
@@ -22,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Collection
 from typing import Any
 
@@ -81,10 +81,16 @@ def _read(ends: list[socket.socket], expected: int, deadline: float) -> None:
         poller.register(end.fileno(), select.EPOLLIN)
         by_fd[end.fileno()] = end
     received, started = 0, time.process_time()
-    while received < expected and time.monotonic() < deadline:
+    while received < expected and by_fd and time.monotonic() < deadline:
         for fd, _ in poller.poll(1.0):
-            with contextlib.suppress(BlockingIOError):
-                received += len(by_fd[fd].recv(65536))
+            try:
+                data = by_fd[fd].recv(65536)
+            except BlockingIOError:
+                continue
+            if not data:  # the writer is gone: nothing more will come
+                poller.unregister(fd)
+                del by_fd[fd]
+            received += len(data)
     print(json.dumps({"received": received, "cpu": time.process_time() - started}), flush=True)
 
 
@@ -97,7 +103,7 @@ def run(
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # the reader
-        with contextlib.suppress(BaseException):
+        try:
             os.close(read_end)
             for end in writers:
                 end.close()
@@ -105,7 +111,10 @@ def run(
                 os.sched_setaffinity(0, reader_cpus)
             sys.stdout = os.fdopen(write_end, "w")
             _read(readers, expected, deadline)
-        os._exit(0)
+        except BaseException:
+            traceback.print_exc()  # the parent then reports nothing received
+        finally:
+            os._exit(0)
     os.close(write_end)
     for end in readers:
         end.close()
