@@ -311,6 +311,16 @@ def tokens_table(records: Sequence[Record]) -> str:
     )
 
 
+def at_the_floor(record: Record) -> float | None:
+    """µs per paced delivery of a server that spends only the floor on each of
+    ``record``'s writes: the least any server writing as often could spend."""
+    paced: Record = record.get("paced") or {}
+    floor = (record.get("floor") or {}).get("cpu_us_per_write")
+    if not floor or not paced.get("writes") or not paced.get("received"):
+        return None
+    return float(floor * paced["writes"] / paced["received"])
+
+
 def ratios_table(records: Sequence[Record], *, subject: str, reference: str) -> str:
     """``reference`` / ``subject`` for each figure, at each connection count both ran."""
     by_key = {(r["server"], r["connections"]): r for r in records}
@@ -341,6 +351,7 @@ def ratios_table(records: Sequence[Record], *, subject: str, reference: str) -> 
                     phase(theirs, "paced", "cpu_ms_per_1000"),
                     phase(ours, "paced", "cpu_ms_per_1000"),
                 ),
+                ratio(phase(theirs, "paced", "cpu_ms_per_1000"), at_the_floor(ours)),
                 ratio(theirs["rss_per_connection_kib"], ours["rss_per_connection_kib"]),
                 ratio(ours["connect_per_second"], theirs["connect_per_second"]),
                 ratio(
@@ -356,6 +367,7 @@ def ratios_table(records: Sequence[Record], *, subject: str, reference: str) -> 
             "clients",
             "CPU / delivery, saturated",
             "CPU / delivery, paced",
+            "paced, at most (floor)",
             "memory / connection",
             "connect+auth rate",
             "deliveries /s, saturated",
