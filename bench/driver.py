@@ -1,8 +1,9 @@
 """``python -m bench`` (``make bench``): the fan-out benchmark, run after run.
 
-For each connection count, and each server at that count (this project's
-broadcaster, then the how-to's design, so that the two share the machine's
-state of the moment): start the server on its own CPU with the real
+For each connection count, first the floor (:mod:`bench.floor`: what a bare
+write to as many clients costs on the server's CPU); then each server at that
+count (this project's broadcaster, then the how-to's design, so that the two
+share the machine's state of the moment): start the server on its own CPU with the real
 PostgreSQL, Redis and relay; open the connections (at most
 ``BENCH_CONCURRENCY`` in flight) with tokens minted here; read the server's
 memory; publish a paced phase then a saturated one through the admin's
