@@ -8,8 +8,8 @@ bare: a process on the server's CPU writes ``WRITE_BYTES`` to each of N
 loopback TCP connections per round, a round every ``INTERVAL`` seconds as
 the broadcaster's default write interval spaces them, and a reader process
 on the other CPUs drains them with ``epoll`` as the load generator does.
-No framing, no Python beyond the loop: what a server can't go below for one
-write to one client. ``python -m bench.floor N`` prints it as JSON.
+No framing, no Python beyond the loop: what a server writing with one system
+call per client can't go below. ``python -m bench.floor N`` prints it as JSON.
 """
 
 from __future__ import annotations
