@@ -3,8 +3,8 @@
 For each connection count, first the floor (:mod:`bench.floor`: what a bare
 write to as many clients costs on the server's CPU); then each server at that
 count (this project's broadcaster, then the how-to's design, so that the two
-share the machine's state of the moment): start the server on its own CPU with the real
-PostgreSQL, Redis and relay; open the connections (at most
+share the machine's state of the moment): start the server on its own CPU
+with the real PostgreSQL, Redis and relay; open the connections (at most
 ``BENCH_CONCURRENCY`` in flight) with tokens minted here; read the server's
 memory; publish a paced phase then a saturated one through the admin's
 publishing path; wait, within bounds, for every delivery; report. Every
@@ -149,7 +149,7 @@ def main() -> None:
             recipients = sum(people.allowed[:count])
             bare = None
             if recipients:
-                bare = floor.measure(recipients, writer_cpus=cpus.server, reader_cpus=cpus.others)
+                bare = floor.measure(recipients, cpus)
                 print(_floor_line(bare))
             for server in config.servers:
                 print(f"\n--- {server}, {count:,} clients")

@@ -22,8 +22,10 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .stack import Cpus
 
 #: About two of the bench's events framed: a paced write carries 2 to 3.
 WRITE_BYTES = 512
@@ -34,20 +36,17 @@ ROUNDS = 40
 DEADLINE = 60.0
 
 
-def measure(
-    connections: int,
-    *,
-    writer_cpus: Collection[int] | None,
-    reader_cpus: Collection[int] | None,
-    rounds: int = ROUNDS,
-) -> dict[str, Any]:
-    """Run the measurement in a fresh process (so that nothing else's CPU is in it)."""
-    command = [sys.executable, "-m", "bench.floor", str(connections), str(rounds)]
-    for cpus in (writer_cpus, reader_cpus):
-        command.append(",".join(map(str, sorted(cpus))) if cpus else "-")
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=DEADLINE + 30, check=False
-    )
+def measure(connections: int, cpus: Cpus) -> dict[str, Any]:
+    """Run the measurement in a fresh process (so that nothing else's CPU is in it),
+    the writer on the server's CPU and its reader on the others."""
+    from .stack import cpu_list
+
+    reader = cpu_list(cpus.others) if cpus.others else "-"
+    command = [sys.executable, "-m", "bench.floor", str(connections), str(ROUNDS), reader]
+    with cpus.pinned(cpus.server):  # as the servers are started
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=DEADLINE + 30, check=False
+        )
     if done.returncode != 0:
         raise RuntimeError(f"bench.floor: {done.stderr.strip()[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
@@ -94,9 +93,8 @@ def _read(ends: list[socket.socket], expected: int, deadline: float) -> None:
     print(json.dumps({"received": received, "cpu": time.process_time() - started}), flush=True)
 
 
-def run(
-    connections: int, rounds: int, writer_cpus: set[int] | None, reader_cpus: set[int] | None
-) -> dict[str, Any]:
+def run(connections: int, rounds: int, reader_cpus: set[int] | None) -> dict[str, Any]:
+    """Write from this process's CPUs, read from ``reader_cpus`` (``None``: the same)."""
     writers, readers = _pairs(connections)
     expected = connections * rounds * WRITE_BYTES
     deadline = time.monotonic() + DEADLINE
@@ -118,8 +116,6 @@ def run(
     os.close(write_end)
     for end in readers:
         end.close()
-    if writer_cpus:
-        os.sched_setaffinity(0, writer_cpus)
     data = b"x" * WRITE_BYTES
     writes = short = 0
     started = time.process_time()
@@ -161,9 +157,12 @@ def _cpus(text: str) -> set[int] | None:
 
 
 def main(argv: list[str]) -> None:
-    connections, rounds = int(argv[0]), int(argv[1])
-    writer, reader = (_cpus(argv[2]), _cpus(argv[3])) if len(argv) > 3 else (None, None)
-    print(json.dumps(run(connections, rounds, writer, reader)))
+    """``N [ROUNDS [READER_CPUS]]``: N connections, ROUNDS rounds, the reader on
+    READER_CPUS (``0,2``; ``-`` or none: this process's)."""
+    connections = int(argv[0])
+    rounds = int(argv[1]) if len(argv) > 1 else ROUNDS
+    reader = _cpus(argv[2]) if len(argv) > 2 else None
+    print(json.dumps(run(connections, rounds, reader)))
 
 
 if __name__ == "__main__":

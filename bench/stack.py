@@ -240,8 +240,8 @@ class Cpus:
         if self.server is None or self.others is None:
             return "one CPU: server, load generator, PostgreSQL, Redis and relay share it"
         return (
-            f"server on CPU {_cpu_list(self.server)}; load generator, PostgreSQL, Redis, "
-            f"relay and driver on CPU {_cpu_list(self.others)}"
+            f"server on CPU {cpu_list(self.server)}; load generator, PostgreSQL, Redis, "
+            f"relay and driver on CPU {cpu_list(self.others)}"
         )
 
     @contextlib.contextmanager
@@ -258,7 +258,8 @@ class Cpus:
             os.sched_setaffinity(0, saved)
 
 
-def _cpu_list(cpus: frozenset[int]) -> str:
+def cpu_list(cpus: frozenset[int]) -> str:
+    """``cpus`` as ``taskset`` and this bench write them: ``0,2,3``."""
     return ",".join(str(cpu) for cpu in sorted(cpus))
 
 
