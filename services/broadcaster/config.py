@@ -12,6 +12,8 @@ from shared import environment, redisurl
 from shared.environment import ConfigurationError
 from shared.eventlog import Retention
 
+from .addresses import Networks, networks
+
 #: Seconds of BROADCASTER_WRITE_INTERVAL beyond which events would be late, not gathered.
 MAX_WRITE_INTERVAL = 1.0
 
@@ -73,6 +75,10 @@ class Config:
     #: Seconds a user is kept at most: what the event log doesn't announce
     #: (``QuerySet.update()``, raw SQL) reaches new connections within this; 0: none.
     auth_cache_seconds: float = 60.0
+    #: Proxies whose X-Forwarded-For is believed (BROADCASTER_TRUSTED_PROXIES,
+    #: addresses or CIDRs): a client behind one is logged with the address
+    #: that proxy appended, anyone else with its socket's. None by default.
+    trusted_proxies: Networks = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -128,6 +134,7 @@ class Config:
             auth_cache_seconds=environment.number(
                 "BROADCASTER_AUTH_CACHE_SECONDS", cls.auth_cache_seconds, env=env
             ),
+            trusted_proxies=_trusted_proxies(env),
         )
         if config.write_interval > MAX_WRITE_INTERVAL:
             raise ConfigurationError(
@@ -139,3 +146,10 @@ class Config:
                 f"BROADCASTER_METRICS_PORT must differ from BROADCASTER_PORT ({config.port})"
             )
         return config
+
+
+def _trusted_proxies(env: Mapping[str, str] | None) -> Networks:
+    try:
+        return networks(environment.string_list("BROADCASTER_TRUSTED_PROXIES", "", env=env))
+    except ValueError as error:
+        raise ConfigurationError(f"BROADCASTER_TRUSTED_PROXIES: {error}") from None

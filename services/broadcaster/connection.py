@@ -23,11 +23,13 @@ the transport."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http
 import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
+from websockets.exceptions import InvalidMessage
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -40,6 +42,7 @@ except ImportError:  # websockets built without its C extension
     from websockets.utils import apply_mask
 
 from . import frames, handshake
+from .addresses import Networks, client_address
 from .deadlines import Deadlines
 
 logger = logging.getLogger(__name__)
@@ -47,8 +50,13 @@ logger = logging.getLogger(__name__)
 #: websockets' servers log it.
 protocol_logger = logging.getLogger("websockets.server")
 
-#: Largest opening handshake read: a browser's, cookies included, is well under.
+#: Largest opening handshake read, however TCP cuts it: a browser's, cookies
+#: included, is well under. Larger: HTTP 431.
 MAX_REQUEST = 16 * 1024
+#: Most frames one message may come in. A client's one message, its token,
+#: fits in a frame; websockets lets empty continuations pile up until its
+#: queue's limit, which costs a Frame object each. More: 1009.
+MAX_FRAGMENTS = 16
 #: Seconds from the TCP connection to the end of the WebSocket handshake
 #: (websockets' ``open_timeout``).
 OPEN_TIMEOUT = 10.0
@@ -72,8 +80,18 @@ class Handler(Protocol):
     def connection_open(self, connection: Connection) -> None:
         """The handshake succeeded: the connection is OPEN."""
 
+    def message_begun(self, connection: Connection) -> None:
+        """The first frame of a message arrived (it may also be the last).
+
+        A server that expects no more messages closes here, without waiting
+        for the message's end.
+        """
+
     def message_received(self, connection: Connection, message: str | bytes) -> None:
         """A whole message arrived: text as ``str``, binary as ``bytes``."""
+
+    def too_slow(self, connection: Connection) -> None:
+        """The client's unsent data passed ``max_buffer``: it is closing with 1008 "too slow"."""
 
     def connection_closed(self, connection: Connection) -> None:
         """A connection that was open is closed: called once, last."""
@@ -88,13 +106,23 @@ class Settings:
         *,
         origins: Sequence[Origin | None] | None,
         max_size: int,
+        max_buffer: int,
         close_timeout: float,
         open_timeout: float = OPEN_TIMEOUT,
+        max_fragments: int = MAX_FRAGMENTS,
+        trusted_proxies: Networks = (),
     ) -> None:
         self.handler = handler
         self.origins = origins
         self.max_size = max_size
+        #: Unsent bytes beyond which a client is cut: what it doesn't read,
+        #: events, pongs or anything else, is bounded by this (plus a read's
+        #: worth of pongs, and the kernel's socket buffer).
+        self.max_buffer = max_buffer
+        self.max_fragments = max_fragments
         self.close_timeout = close_timeout
+        #: Peers whose X-Forwarded-For's last entry names the client.
+        self.trusted_proxies = trusted_proxies
         #: The longest frame buffered whole: a header and ``max_size`` bytes.
         self.max_frame = 14 + max_size
         #: Every connection from ``connection_made`` to ``connection_lost``.
@@ -132,7 +160,7 @@ class Connection(asyncio.Protocol):
         self.settings = settings
         self.transport: asyncio.Transport = cast(asyncio.Transport, None)
         self.state = State.CONNECTING
-        #: The client's address: X-Forwarded-For's first, else the peer's.
+        #: The client's address (:func:`.addresses.client_address`).
         self.address = "-"
         #: Who the connection is, for the log (the server sets it).
         self.label: str | None = None
@@ -141,7 +169,7 @@ class Connection(asyncio.Protocol):
         self._protocol: ServerProtocol | None = None
         #: Bytes received and not handed over yet: part of a request or frame.
         self._buffer = b""
-        #: The frames of a fragmented message so far.
+        #: The frames of a fragmented message so far (at most ``max_fragments``).
         self._fragments: list[Frame] | None = None
         #: The closing handshake's timer. (The opening handshake's deadline is
         #: kept with the other connections': ``Settings.opening``.)
@@ -197,7 +225,7 @@ class Connection(asyncio.Protocol):
 
     def ping(self) -> None:
         """Send an empty ping, and mark the connection as waiting for a pong."""
-        if self.state is State.OPEN:
+        if self.state is State.OPEN and not self._over_buffer():
             self.transport.write(frames.PING)
             self.pong_waiting = True
 
@@ -210,6 +238,21 @@ class Connection(asyncio.Protocol):
         protocol = self._parse()
         protocol.send_close(code, reason)
         self._flush(protocol)
+
+    def fail(self, code: int, reason: str) -> None:
+        """Send a close frame and drop the connection at once, as for a peer that is gone.
+
+        RFC 6455's "Fail the WebSocket Connection": no closing handshake is
+        waited for. What the kernel holds unsent is still sent.
+        """
+        if self.state is State.CONNECTING:
+            self.transport.abort()
+        if self.state is not State.OPEN:
+            return
+        protocol = self._parse()
+        protocol.fail(code, reason)
+        self._flush(protocol)
+        self.transport.abort()
 
     async def wait_closed(self) -> None:
         if self.state is State.CLOSED:
@@ -227,11 +270,12 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.state is State.OPEN:
-            self._receive_frames(self._buffer + data if self._buffer else data)
+            if not self._over_buffer():
+                self._receive_frames(self._buffer + data if self._buffer else data)
         elif self.state is State.CONNECTING:
             self._receive_request(data)
-        elif self._protocol is not None:  # closing: it reads the close, drops the rest
-            self._receive(self._protocol, data)
+        elif self._protocol is not None and not self._over_buffer():
+            self._receive(self._protocol, data)  # closing: it reads the close, drops the rest
 
     def eof_received(self) -> None:
         protocol = self._parse()  # a request cut short: websockets closes, unanswered
@@ -245,6 +289,24 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._paused = False
         self._wake()
+
+    def _over_buffer(self) -> bool:
+        """Cut the client if its unsent data passed ``max_buffer``; return whether it did.
+
+        Checked before reading what a client sends, since what it sends may
+        call for answers (pongs) that it doesn't read: a client that floods
+        pings without reading is cut like one that doesn't read its events.
+        An open connection closes with 1008 "too slow" (the handler is told);
+        a closing one, whose close frame already waits unread, is dropped.
+        """
+        if self.transport.get_write_buffer_size() <= self.settings.max_buffer:
+            return False
+        if self.state is State.OPEN:
+            self.settings.handler.too_slow(self)
+            self.close(CloseCode.POLICY_VIOLATION, "too slow")
+        else:
+            self.transport.abort()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_open = self.state is not State.CONNECTING
@@ -270,41 +332,64 @@ class Connection(asyncio.Protocol):
         protocol; websockets' parser is handed any other, alone.
         """
         buffer = self._buffer + data
+        self._buffer = b""
         end = buffer.find(b"\r\n\r\n")
-        if end < 0:
+        if end < 0 or end + 4 > MAX_REQUEST:
             if len(buffer) > MAX_REQUEST:
                 self._answer(self._parse().reject(431, "Request header fields too large.\n"))
+            elif buffer.count(b"\n") != buffer.count(b"\r\n"):
+                self._parse_slowly(buffer)  # a line ended by a bare LF: refused now
             else:
                 self._buffer = buffer
             return
         end += 4
-        self._buffer = b""
         request = handshake.parse(buffer[:end])
         if request is not None:
             self._handshake(request)
         else:
-            protocol = self._parse()
-            protocol.receive_data(buffer[:end])
-            for event in protocol.events_received():
-                if isinstance(event, Request):
-                    self._handshake(event)  # answered, whatever the answer
-            if self.state is State.CONNECTING:
-                self._flush(protocol)  # a request it couldn't parse: its answer, or a close
+            self._parse_slowly(buffer[:end])
         if self.state is State.OPEN and end < len(buffer):
             self._receive_frames(buffer[end:])
 
-    def _handshake(self, request: Request) -> None:
-        forwarded = request.headers.get_all(FORWARDED_FOR)  # get() raises, then catches
-        if forwarded:
-            self.address = forwarded[0].split(",")[0].strip()
+    def _parse_slowly(self, data: bytes) -> None:
+        """Hand websockets' parser a request :func:`.handshake.parse` didn't read.
+
+        It reads it, or answers 414 or 431; a request it can't parse at all
+        gets 400 here, where websockets closes with no answer: RFC 6455
+        (4.2.1) asks for an HTTP error.
+        """
+        protocol = self._parse()
+        protocol.receive_data(data)
+        for event in protocol.events_received():
+            if isinstance(event, Request):
+                self._handshake(event)  # answered, whatever the answer
+        if self.state is not State.CONNECTING:
+            return
+        if isinstance(protocol.handshake_exc, InvalidMessage):
+            protocol.data_to_send()  # its end of stream: the answer goes first
+            response = protocol.reject(
+                400, "Failed to open a WebSocket connection: malformed request.\n"
+            )
+            protocol_logger.info("connection rejected (400 Bad Request): malformed request")
+            self.transport.write(response.serialize())
+            self.transport.close()
         else:
-            peer = self.transport.get_extra_info("peername")
-            self.address = str(peer[0]) if peer else "-"
-        try:
-            response = self.settings.handler.process_request(self, request)
-        except Exception:
-            logger.exception("event=process_request_failed")
-            response = self._parse().reject(http.HTTPStatus.INTERNAL_SERVER_ERROR, "server error\n")
+            self._flush(protocol)  # its answer, or a close
+
+    def _handshake(self, request: Request) -> None:
+        peer = self.transport.get_extra_info("peername")
+        self.address = client_address(
+            peer[0] if peer else None,
+            request.headers.get_all(FORWARDED_FOR),  # get() raises, then catches
+            self.settings.trusted_proxies,
+        )
+        response = self._refusal(request)
+        if response is None:
+            try:
+                response = self.settings.handler.process_request(self, request)
+            except Exception:
+                logger.exception("event=process_request_failed")
+                response = self.respond(http.HTTPStatus.INTERNAL_SERVER_ERROR, "server error\n")
         if response is None:
             accepted = handshake.accept(request, self.settings.origins)
             if accepted is not None:
@@ -312,7 +397,20 @@ class Connection(asyncio.Protocol):
                 self._opened()
                 return
             response = self._parse().accept(request)  # or its error, if it's one
+        if request.method == "HEAD":  # the headers of a GET, Content-Length included
+            response = dataclasses.replace(response, body=b"")
         self._answer(response)
+
+    def _refusal(self, request: Request) -> Response | None:
+        """The refusal RFCs 9112 and 6455 require, where websockets accepts or answers otherwise."""
+        refusal = handshake.refusal(request)
+        if refusal is None:
+            return None
+        status, text, headers = refusal
+        response = self.respond(status, text)
+        for name, value in headers:
+            response.headers[name] = value
+        return response
 
     def _answer(self, response: Response) -> None:
         protocol = self._parse()
@@ -328,7 +426,11 @@ class Connection(asyncio.Protocol):
         self.settings.handler.connection_open(self)
 
     def _receive_frames(self, data: bytes) -> None:
-        """Hand the protocol whole frames; recognise pongs on an idle connection."""
+        """Hand the protocol whole frames; recognise pongs on an idle connection.
+
+        ``data`` begins with the bytes held back, if any.
+        """
+        self._buffer = b""
         start = 0
         while start < len(data) and self.state is State.OPEN:
             length = frame_length(data, start)
@@ -375,11 +477,19 @@ class Connection(asyncio.Protocol):
             text = apply_mask(data[start + header : end], mask).decode()
         except UnicodeDecodeError:
             return False  # the protocol closes with 1007
-        self.settings.handler.message_received(self, text)
+        handler = self.settings.handler
+        handler.message_begun(self)
+        if self.state is State.OPEN:
+            handler.message_received(self, text)
         return True
 
     def _parse(self) -> ServerProtocol:
-        """The sans-I/O protocol, made for the connection's state if there is none."""
+        """The sans-I/O protocol, made for the connection's state if there is none.
+
+        Made on an open connection, it is handed the bytes held back (a
+        frame cut short), so that it reads the rest of the stream right,
+        whatever starts it: a frame, or a close begun by a timer.
+        """
         if self._protocol is None:
             connecting = self.state is State.CONNECTING  # for the handshake's request and answer
             self._protocol = ServerProtocol(
@@ -388,6 +498,9 @@ class Connection(asyncio.Protocol):
                 max_size=self.settings.max_size,
                 logger=protocol_logger,
             )
+            if not connecting and self._buffer:
+                held, self._buffer = self._buffer, b""
+                self._protocol.receive_data(held)  # not a whole frame: no event
         return self._protocol
 
     def _receive(self, protocol: ServerProtocol, data: bytes) -> None:
@@ -408,7 +521,16 @@ class Connection(asyncio.Protocol):
             return
         if frame.opcode is not Opcode.CONT:
             self._fragments = []
+            self.settings.handler.message_begun(self)
+            if self.state is not State.OPEN:
+                self._fragments = None
+                return
         assert self._fragments is not None  # the protocol refuses a stray continuation
+        if len(self._fragments) >= self.settings.max_fragments:
+            self._fragments = None
+            protocol.fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments")
+            self._flush(protocol)
+            return
         self._fragments.append(frame)
         if not frame.fin:
             return
@@ -419,8 +541,8 @@ class Connection(asyncio.Protocol):
             return
         try:
             text = data.decode()
-        except UnicodeDecodeError:
-            protocol.fail(1007, "invalid UTF-8")
+        except UnicodeDecodeError as error:  # websockets' reason, word for word
+            protocol.fail(CloseCode.INVALID_DATA, f"{error.reason} at position {error.start}")
             self._flush(protocol)
             return
         self.settings.handler.message_received(self, text)

@@ -378,9 +378,13 @@ class Fanout:
         position past one it missed).
         """
         for connection in slow:
-            self.metrics.slow_clients_dropped += 1
-            logger.warning("event=slow_client remote=%s", connection.address)
-            self._close(connection, CloseCode.POLICY_VIOLATION, "too slow")
+            self.cut(connection)
+
+    def cut(self, connection: Connection) -> None:
+        """Disconnect a client whose unsent data passed ``slow_client_buffer``."""
+        self.metrics.slow_clients_dropped += 1
+        logger.warning("event=slow_client remote=%s", connection.address)
+        self._close(connection, CloseCode.POLICY_VIOLATION, "too slow")
 
 
 def _may_see(content_types: ContentTypes, entry: Entry) -> bool:

@@ -33,6 +33,41 @@ from websockets.utils import accept_key
 
 #: An HTTP token (RFC 9110, 5.6.2), as in a Connection header's list.
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+#: A Host header's value (RFC 9112, 3.2: uri-host [ ":" port ], RFC 3986):
+#: an IP literal in brackets, or an IPv4 address or registered name, which
+#: may be empty.
+_HOST = re.compile(
+    r"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)(?::[0-9]*)?"
+)
+#: The one version of the protocol there is (RFC 6455, 4.4).
+VERSION = "13"
+
+
+def refusal(request: Request) -> tuple[int, str, list[tuple[str, str]]] | None:
+    """The status, text and headers that RFCs 9112 and 6455 require for ``request``, if any.
+
+    Two MUSTs that websockets doesn't keep: an HTTP/1.1 request without
+    exactly one valid ``Host`` gets 400 (RFC 9112, 3.2), whatever its path;
+    a WebSocket version other than 13 gets 426 naming the version this
+    server speaks (RFC 6455, 4.4), where websockets answers 400 without.
+    """
+    headers = request.headers
+    if request.protocol == "HTTP/1.1":
+        host = headers.get_all("Host")
+        if len(host) != 1 or not _HOST.fullmatch(host[0]):
+            return (
+                400,
+                "Failed to open a WebSocket connection: one valid Host header is required.\n",
+                [],
+            )
+    version = headers.get_all("Sec-WebSocket-Version")
+    if version and version != [VERSION]:
+        text = (
+            "Failed to open a WebSocket connection: unsupported version;"
+            f" this server speaks {VERSION}.\n"
+        )
+        return 426, text, [("Sec-WebSocket-Version", VERSION)]
+    return None
 
 
 def parse(data: bytes) -> Request | None:

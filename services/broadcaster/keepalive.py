@@ -34,8 +34,8 @@ class Keepalive:
     ``interval / slots`` seconds. As with websockets, the first ping comes no
     sooner than ``interval`` after :meth:`add`: between one and two intervals.
 
-    A ping is written at once, whatever the client's backlog: one that
-    stopped reading sends no pong, and is closed at the next visit. Only the
+    A client whose backlog passed the connection's bound gets no ping: it is
+    cut as too slow instead (:meth:`.Connection.ping`). Only the
     event loop uses it; :meth:`run` must be running.
     """
 
@@ -84,6 +84,8 @@ class Keepalive:
         if connection.pong_waiting:
             logger.info("event=ping_timeout remote=%s", connection.address)
             self.remove(connection)
-            connection.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            # As websockets does: a peer that doesn't answer is gone, so its
+            # connection is dropped without waiting for a closing handshake.
+            connection.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             return
         connection.ping()

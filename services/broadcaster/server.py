@@ -173,14 +173,20 @@ class Broadcaster:
         self._auth_failed("timeout", connection)
         connection.close(CloseCode.POLICY_VIOLATION, "authentication timed out")
 
-    def message_received(self, connection: Connection, message: str | bytes) -> None:
+    def message_begun(self, connection: Connection) -> None:
         if connection not in self._unauthenticated:
             # Clients have nothing to say after the first message: one that
             # keeps sending would make this process read and drop it forever.
+            # Closed at its first frame: a message that never ends, in empty
+            # fragments, would otherwise hold the connection's parser.
             self.metrics.clients_sending += 1
             logger.warning("event=client_sent remote=%s", connection.address)
             connection.close(CloseCode.POLICY_VIOLATION, "clients send nothing")
-            return
+
+    def too_slow(self, connection: Connection) -> None:
+        self.fanout.cut(connection)
+
+    def message_received(self, connection: Connection, message: str | bytes) -> None:
         self._unauthenticated.discard(connection)
         assert self.log.history is not None  # process_request refuses connections before
         # Events and access changes after this position are applied to the
@@ -318,7 +324,9 @@ class Broadcaster:
             self,
             origins=origins,
             max_size=MAX_MESSAGE_SIZE,
+            max_buffer=self.config.slow_client_buffer,
             close_timeout=self.config.close_timeout,
+            trusted_proxies=self.config.trusted_proxies,
         )
         loop = asyncio.get_running_loop()
         # Closes after the public port: scrapes go on while draining.

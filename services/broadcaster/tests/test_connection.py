@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from broadcaster.connection import Connection, Settings
+from broadcaster.connection import MAX_FRAGMENTS, Connection, Settings
 from testing import BroadcasterProcess, wait_until
 from web.notifications.tokens import token_for
 
@@ -48,12 +48,16 @@ def test_a_token_left_unfinished_times_out(broadcaster: BroadcasterProcess) -> N
     assert broadcaster.metrics()['broadcaster_auth_failures_total{reason="timeout"}'] == 1
 
 
-def test_the_address_behind_the_proxy_outlives_the_handshake(
-    broadcaster: BroadcasterProcess,
+def test_the_address_behind_a_trusted_proxy_is_the_one_it_appended(
+    start_broadcaster: Callable[..., BroadcasterProcess],
 ) -> None:
+    """What a client writes in X-Forwarded-For is never logged: the entry the
+    proxy appended is, and it outlives the handshake (the disconnect's line)."""
+    broadcaster = start_broadcaster(BROADCASTER_TRUSTED_PROXIES="127.0.0.0/8")
     root = user("root", is_superuser=True)
-    forwarded = ("X-Forwarded-For", "203.0.113.7, 10.0.0.2")
-    with BareClient(broadcaster.port, headers=[forwarded]) as client:
+    forged = ("X-Forwarded-For", "203.0.113.72 user=admin event=connect, 192.0.2.1")
+    appended = ("X-Forwarded-For", "198.51.100.9")  # HAProxy adds a header of its own
+    with BareClient(broadcaster.port, headers=[forged, appended]) as client:
         client.send_text(token_for(root))
         wait_until(lambda: broadcaster.metrics()["broadcaster_connections"] == 1, "registered")
         client.send_text("hello?")
@@ -61,8 +65,23 @@ def test_the_address_behind_the_proxy_outlives_the_handshake(
         assert client.close == (1008, "clients send nothing")
     wait_until(lambda: "event=disconnect" in broadcaster.output(), "the disconnection")
     output = broadcaster.output()
-    assert "event=client_sent remote=203.0.113.7\n" in output
-    assert "event=disconnect user=root remote=203.0.113.7 " in output
+    assert "event=client_sent remote=198.51.100.9\n" in output
+    assert "event=disconnect user=root remote=198.51.100.9 " in output
+    assert "203.0.113.72" not in output and "192.0.2.1" not in output
+
+
+def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(
+    broadcaster: BroadcasterProcess,
+) -> None:
+    forged = ("X-Forwarded-For", "203.0.113.72 user=admin event=connect")
+    with BareClient(broadcaster.port, headers=[forged]) as client:
+        client.send_text("not a token")
+        serve_until([client], lambda: client.close is not None, "the close")
+        assert client.close == (1011, "authentication failed")
+    wait_until(lambda: "event=auth_failure" in broadcaster.output(), "the failure's log")
+    output = broadcaster.output()
+    assert "event=auth_failure reason=invalid remote=127.0.0.1\n" in output
+    assert "203.0.113.72" not in output
 
 
 # In this process: a Connection whose server side the test sees.
@@ -76,6 +95,9 @@ class Recording:
         self.messages: list[str | bytes] = []
         self.arrived: asyncio.Queue[str | bytes] = asyncio.Queue()
         self.closed: list[Connection] = []
+        #: Messages whose first frame arrived.
+        self.begun = 0
+        self.slow: list[Connection] = []
 
     def process_request(self, connection: Connection, request: Request) -> Response | None:
         return None
@@ -83,9 +105,15 @@ class Recording:
     def connection_open(self, connection: Connection) -> None:
         self.opened.put_nowait(connection)
 
+    def message_begun(self, connection: Connection) -> None:
+        self.begun += 1
+
     def message_received(self, connection: Connection, message: str | bytes) -> None:
         self.messages.append(message)
         self.arrived.put_nowait(message)
+
+    def too_slow(self, connection: Connection) -> None:
+        self.slow.append(connection)
 
     def connection_closed(self, connection: Connection) -> None:
         self.closed.append(connection)
@@ -93,11 +121,19 @@ class Recording:
 
 @contextlib.asynccontextmanager
 async def serving(
-    max_size: int = 1024, open_timeout: float = RECEIVE_TIMEOUT
+    max_size: int = 1024,
+    open_timeout: float = RECEIVE_TIMEOUT,
+    max_buffer: int = 1 << 20,
+    close_timeout: float = 5,
 ) -> AsyncIterator[tuple[Recording, int]]:
     recording = Recording()
     settings = Settings(
-        recording, origins=None, max_size=max_size, close_timeout=5, open_timeout=open_timeout
+        recording,
+        origins=None,
+        max_size=max_size,
+        max_buffer=max_buffer,
+        close_timeout=close_timeout,
+        open_timeout=open_timeout,
     )
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Connection(settings), "127.0.0.1", 0)
@@ -214,7 +250,11 @@ async def request_and_message_together() -> None:
             (1009, "frame with 600 bytes after reading 600 bytes exceeds limit of 1024 bytes"),
             id="fragments-too-big",
         ),
-        pytest.param(frame(Opcode.TEXT, b"\xff\xfe"), (1007, "invalid UTF-8"), id="not-utf8"),
+        pytest.param(
+            frame(Opcode.TEXT, b"\xff\xfe"),
+            (1007, "invalid start byte at position 0"),
+            id="not-utf8",
+        ),
         pytest.param(frame(Opcode.CONT, b"x"), (1002, "unexpected continuation frame"), id="stray"),
         pytest.param(
             frame(Opcode.CLOSE, Close(1000, "bye").serialize()), (1000, "bye"), id="close"
@@ -295,7 +335,9 @@ def test_a_request_too_large_is_refused_with_431() -> None:
     ("request_bytes", "answer"),
     [
         pytest.param(
-            b"GET / HTTP/1.1\r\nHost: example\r\nUpgrade websocket\r\n\r\n", None, id="no-colon"
+            b"GET / HTTP/1.1\r\nHost: example\r\nUpgrade websocket\r\n\r\n",
+            b"HTTP/1.1 400 ",
+            id="no-colon",
         ),
         pytest.param(
             b"GET / HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 129 + b"\r\n",
@@ -305,14 +347,12 @@ def test_a_request_too_large_is_refused_with_431() -> None:
     ],
 )
 def test_a_request_it_does_not_read_is_left_to_websockets(
-    request_bytes: bytes, answer: bytes | None
+    request_bytes: bytes, answer: bytes
 ) -> None:
-    """:func:`.handshake.parse` leaves these to websockets, which closes (``None``) or answers."""
+    """:func:`.handshake.parse` leaves these to websockets, which answers, or fails to
+    parse them: then the connection answers 400, where websockets would close."""
     received = asyncio.run(answer_to(request_bytes))
-    if answer is None:
-        assert received == b""
-    else:
-        assert received.startswith(answer), received
+    assert received.startswith(answer), received
 
 
 def test_a_request_cut_short_by_the_client_gets_no_answer() -> None:
@@ -322,3 +362,105 @@ def test_a_request_cut_short_by_the_client_gets_no_answer() -> None:
 def test_a_handshake_never_finished_is_aborted_at_the_open_timeout() -> None:
     # Well within the socket's own timeout (RECEIVE_TIMEOUT), which would fail the test.
     assert asyncio.run(answer_to(b"GET / HTTP/1.1\r\nHost: exa", open_timeout=0.5)) == b""
+
+
+# What a client sends is bounded: fragments, and what it makes the server write.
+
+
+def test_a_close_begun_while_a_frame_is_half_received_reads_the_rest_of_it() -> None:
+    """A timer's close (auth timeout, keepalive, drain, revocation) may come at
+    any byte of a client's frame: the protocol made for the close is handed
+    what was held back, so the frame's rest isn't read as a new frame."""
+    asyncio.run(close_at_every_byte())
+
+
+async def close_at_every_byte() -> None:
+    ping = frame(Opcode.PING, b"abc")
+    close = frame(Opcode.CLOSE, Close(1000, "").serialize())
+    expected = Frame(Opcode.CLOSE, Close(1008, "authentication timed out").serialize()).serialize(
+        mask=False
+    ) + Frame(Opcode.PONG, b"abc").serialize(mask=False)
+    # Longer than the client's socket waits: a server that lingers fails the test.
+    async with serving(close_timeout=2 * RECEIVE_TIMEOUT) as (recording, port):
+        for cut in range(1, len(ping)):
+            client, connection = await opened(port, recording)
+            with client:
+                connection.data_received(ping[:cut])
+                connection.close(1008, "authentication timed out")
+                connection.data_received(ping[cut:] + close)
+                # The ping is answered after the close, and the client's close
+                # is read: the server ends the connection now, not at the close
+                # timeout (the socket's reads would time out first).
+                assert await asyncio.to_thread(read_to_the_end, client.sock) == expected, cut
+
+
+def read_to_the_end(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_message_in_too_many_fragments_is_refused_with_1009() -> None:
+    asyncio.run(too_many_fragments())
+
+
+async def too_many_fragments() -> None:
+    async with serving() as (recording, port):
+        client, _ = await opened(port, recording)
+        with client:
+            empty = frame(Opcode.CONT, b"", fin=False)
+            client.write(frame(Opcode.TEXT, b"", fin=False) + empty * MAX_FRAGMENTS)
+            await asyncio.to_thread(
+                serve_until, [client], lambda: client.close is not None, "the close"
+            )
+            assert client.close == (1009, "too many fragments")
+            assert recording.begun == 1 and recording.messages == []
+        # The most a message may take is read whole.
+        client, _ = await opened(port, recording)
+        with client:
+            client.write(BareClient.fragments("x" * MAX_FRAGMENTS, parts=MAX_FRAGMENTS))
+            async with asyncio.timeout(RECEIVE_TIMEOUT):
+                assert await recording.arrived.get() == "x" * MAX_FRAGMENTS
+
+
+def test_a_client_that_floods_pings_without_reading_is_cut_as_too_slow() -> None:
+    """Pongs go through the same bound as events: the client's unsent data."""
+    asyncio.run(ping_flood())
+
+
+async def ping_flood() -> None:
+    async with serving(max_buffer=64 * 1024) as (recording, port):
+        client, connection = await opened(port, recording)
+        with client:
+            connection.transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+            )
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            pings = frame(Opcode.PING, b"x" * 125) * 1000  # 131 KB in, 127 KB of pongs out
+            sent = 0
+            # The client reads nothing while it writes; this loop reads for the server.
+            while connection.state is State.OPEN and sent < 100:
+                await asyncio.to_thread(client.sock.sendall, pings)
+                sent += 1
+                await asyncio.sleep(0)
+            assert connection.state is not State.OPEN, "never cut"
+            assert recording.slow == [connection]
+            assert connection.close_sent_code == 1008
+            assert connection.transport.get_write_buffer_size() < 64 * 1024 + len(pings)
+
+
+def test_a_peer_that_fails_is_dropped_without_a_closing_handshake() -> None:
+    """The keepalive's way: a peer that doesn't answer pings won't answer a close."""
+    asyncio.run(failed_peer())
+
+
+async def failed_peer() -> None:
+    async with serving(close_timeout=RECEIVE_TIMEOUT) as (recording, port):
+        client, connection = await opened(port, recording)
+        with client:
+            connection.fail(1011, "keepalive ping timeout")
+            # Closed now, though the client never answered the close frame.
+            await asyncio.wait_for(connection.wait_closed(), RECEIVE_TIMEOUT / 10)
+            assert recording.closed == [connection]
+            assert connection.close_sent_code == 1011

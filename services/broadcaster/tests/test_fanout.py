@@ -338,7 +338,13 @@ class Opening:
     def connection_open(self, connection: Connection) -> None:
         self.on_open(connection)
 
+    def message_begun(self, connection: Connection) -> None:
+        pass
+
     def message_received(self, connection: Connection, message: str | bytes) -> None:
+        pass
+
+    def too_slow(self, connection: Connection) -> None:
         pass
 
     def connection_closed(self, connection: Connection) -> None:
@@ -367,7 +373,9 @@ async def slow_client_is_cut() -> None:
         task.add_done_callback(lambda _: registered.set())
         followed.append(task)
 
-    settings = Settings(Opening(on_open), origins=None, max_size=1024, close_timeout=5)
+    settings = Settings(
+        Opening(on_open), origins=None, max_size=1024, max_buffer=1 << 30, close_timeout=5
+    )
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Connection(settings), "127.0.0.1", 0)
     async with server:
