@@ -129,6 +129,18 @@ format: venv ## Format the code and apply safe lint fixes
 unit: venv ## Services' tests and the bench's self-check, against PostgreSQL and Redis servers they start
 	$(BIN)/pytest services bench
 
+# The fuzzer (services/broadcaster/tests/fuzz.py): make unit runs each target
+# for a few thousand inputs; this runs each for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 300
+
+.PHONY: fuzz
+fuzz: venv ## Fuzz the broadcaster's request and frame readers (FUZZ_SECONDS=300 each)
+	@for target in request frames; do \
+	  echo "--- fuzzing $$target for $(FUZZ_SECONDS) s"; \
+	  mkdir -p .fuzz; (cd services && ../$(BIN)/python -m broadcaster.tests.fuzz $$target \
+	    -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(CURDIR)/.fuzz/ -print_final_stats=1) 2>&1 | grep -v '^INFO: Instrumenting'; \
+	done
+
 .PHONY: e2e
 e2e: venv ## End-to-end suite: starts its own stack (project notifications-e2e), drives it, removes it
 	$(BIN)/pytest tests
