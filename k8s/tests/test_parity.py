@@ -335,13 +335,19 @@ def test_app_services_agree_on_every_variable_they_share(
         assert {"relay", "broadcaster"} <= set(values.get(name, {})), f"{side}: {name}"
 
 
+#: Settings that describe the network a stack runs on, not a behaviour: where
+#: the edge connects from. The programs default to trusting no one.
+NETWORK_FACTS = {"BROADCASTER_TRUSTED_PROXIES"}
+
+
 @pytest.mark.parametrize("service", ["broadcaster", "relay"])
 def test_composes_defaults_are_the_programs(
     request: pytest.FixtureRequest, compose: dict[str, Manifest], service: str
 ) -> None:
     # What compose.yaml (and so the base: test_settings_match_composes_defaults)
     # gives the program's Config are its own defaults, the README's: the
-    # history's length, the broadcasters' position interval. Addresses aside.
+    # history's length, the broadcasters' position interval. Addresses and
+    # NETWORK_FACTS aside.
     config = request.getfixturevalue(f"{service}_config")
     # Config.from_env reads its module and the shared ones it imports.
     read = {
@@ -351,7 +357,11 @@ def test_composes_defaults_are_the_programs(
         for name in reads(SERVICES / module)
     }
     env = compose_environment(compose[service])
-    given = {name: env[name] for name in read & set(env) if not name.endswith("_URL")}
+    given = {
+        name: env[name]
+        for name in read & set(env)
+        if not name.endswith("_URL") and name not in NETWORK_FACTS
+    }
     assert given, f"compose.yaml gives {service} none of the settings its Config reads"
     assert config.from_env(given) == config.from_env({}), given
 
