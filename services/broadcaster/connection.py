@@ -57,6 +57,14 @@ MAX_REQUEST = 16 * 1024
 #: fits in a frame; websockets lets empty continuations pile up until its
 #: queue's limit, which costs a Frame object each. More: 1009.
 MAX_FRAGMENTS = 16
+#: Pings and pongs a client may send per keepalive interval (the keepalive
+#: resets the count): a well-behaved one sends one or two, a latency probe a
+#: ping a second. Each costs a parse and a pong, so a flood of them would
+#: hold the event loop from other clients. More: 1008.
+MAX_CONTROL_FRAMES = 64
+#: Bytes read after this server's close frame, while waiting for the
+#: client's: a client that keeps sending this much isn't closing. More: dropped.
+MAX_READ_AFTER_CLOSE = 64 * 1024
 #: Seconds from the TCP connection to the end of the WebSocket handshake
 #: (websockets' ``open_timeout``).
 OPEN_TIMEOUT = 10.0
@@ -110,6 +118,7 @@ class Settings:
         close_timeout: float,
         open_timeout: float = OPEN_TIMEOUT,
         max_fragments: int = MAX_FRAGMENTS,
+        max_control_frames: int = MAX_CONTROL_FRAMES,
         trusted_proxies: Networks = (),
     ) -> None:
         self.handler = handler
@@ -120,6 +129,7 @@ class Settings:
         #: worth of pongs, and the kernel's socket buffer).
         self.max_buffer = max_buffer
         self.max_fragments = max_fragments
+        self.max_control_frames = max_control_frames
         self.close_timeout = close_timeout
         #: Peers whose X-Forwarded-For's last entry names the client.
         self.trusted_proxies = trusted_proxies
@@ -147,8 +157,10 @@ class Connection(asyncio.Protocol):
         "_fragments",
         "_paused",
         "_protocol",
+        "_read_after_close",
         "_timer",
         "address",
+        "control_frames",
         "label",
         "pong_waiting",
         "settings",
@@ -165,6 +177,8 @@ class Connection(asyncio.Protocol):
         #: Who the connection is, for the log (the server sets it).
         self.label: str | None = None
         self.pong_waiting = False
+        #: Pings and pongs received since the keepalive last reset it.
+        self.control_frames = 0
         #: websockets' sans-I/O protocol, while there is something to parse.
         self._protocol: ServerProtocol | None = None
         #: Bytes received and not handed over yet: part of a request or frame.
@@ -177,6 +191,7 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._drained: list[asyncio.Future[None]] | None = None
         self._closed: asyncio.Future[None] | None = None
+        self._read_after_close = 0
 
     # What the server does with a connection.
 
@@ -275,7 +290,7 @@ class Connection(asyncio.Protocol):
         elif self.state is State.CONNECTING:
             self._receive_request(data)
         elif self._protocol is not None and not self._over_buffer():
-            self._receive(self._protocol, data)  # closing: it reads the close, drops the rest
+            self._receive_closing(self._protocol, data)
 
     def eof_received(self) -> None:
         protocol = self._parse()  # a request cut short: websockets closes, unanswered
@@ -444,8 +459,10 @@ class Connection(asyncio.Protocol):
                 self._receive(self._parse(), data[start:end])
             start = end
         self._buffer = b""
-        if start < len(data):  # closing, or a frame too big: the protocol decides
-            self._receive(self._parse(), data[start:])
+        if start < len(data) and self.state is State.OPEN:
+            self._receive(self._parse(), data[start:])  # a frame too big: refused from its header
+        elif start < len(data):
+            self._receive_closing(self._parse(), data[start:])
         protocol = self._protocol
         if (
             protocol is not None
@@ -468,6 +485,7 @@ class Connection(asyncio.Protocol):
             return False
         if first == _PONG and second & 0x7F <= 125:
             self.pong_waiting = False
+            self._control_frame()
             return True
         header = 8 if second & 0x7F == 126 else 6
         if first != _TEXT or second & 0x7F == 127 or end - start - header > self.settings.max_size:
@@ -482,6 +500,20 @@ class Connection(asyncio.Protocol):
         if self.state is State.OPEN:
             handler.message_received(self, text)
         return True
+
+    def _receive_closing(self, protocol: ServerProtocol, data: bytes) -> None:
+        """Closing: the protocol reads the client's close, and frames before it, up to a point."""
+        self._read_after_close += len(data)
+        if self._read_after_close > MAX_READ_AFTER_CLOSE:
+            self.transport.abort()  # it isn't closing: it floods
+        else:
+            self._receive(protocol, data)
+
+    def _control_frame(self) -> None:
+        """Count a ping or pong; close a client that sends more than its share."""
+        self.control_frames += 1
+        if self.control_frames > self.settings.max_control_frames and self.state is State.OPEN:
+            self.close(CloseCode.POLICY_VIOLATION, "too many control frames")
 
     def _parse(self) -> ServerProtocol:
         """The sans-I/O protocol, made for the connection's state if there is none.
@@ -514,9 +546,13 @@ class Connection(asyncio.Protocol):
     def _frame(self, protocol: ServerProtocol, frame: Frame) -> None:
         if frame.opcode is Opcode.PONG:
             self.pong_waiting = False
+            self._control_frame()
             return
-        if frame.opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
-            return  # pings and closes: the protocol answered them
+        if frame.opcode is Opcode.PING:
+            self._control_frame()  # the protocol answered it
+            return
+        if frame.opcode is Opcode.CLOSE:
+            return  # the protocol answered it
         if self.state is not State.OPEN:
             return
         if frame.opcode is not Opcode.CONT:

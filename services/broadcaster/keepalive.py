@@ -76,6 +76,7 @@ class Keepalive:
                     self._visit(connection)
 
     def _visit(self, connection: Connection) -> None:
+        connection.control_frames = 0  # a new interval's share (.connection)
         if connection in self._new:
             self._new.discard(connection)
             return

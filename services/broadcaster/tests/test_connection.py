@@ -21,7 +21,13 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from broadcaster.connection import MAX_FRAGMENTS, Connection, Settings
+from broadcaster.connection import (
+    MAX_CONTROL_FRAMES,
+    MAX_FRAGMENTS,
+    MAX_READ_AFTER_CLOSE,
+    Connection,
+    Settings,
+)
 from testing import BroadcasterProcess, wait_until
 from web.notifications.tokens import token_for
 
@@ -125,6 +131,7 @@ async def serving(
     open_timeout: float = RECEIVE_TIMEOUT,
     max_buffer: int = 1 << 20,
     close_timeout: float = 5,
+    max_control_frames: int = MAX_CONTROL_FRAMES,
 ) -> AsyncIterator[tuple[Recording, int]]:
     recording = Recording()
     settings = Settings(
@@ -134,6 +141,7 @@ async def serving(
         max_buffer=max_buffer,
         close_timeout=close_timeout,
         open_timeout=open_timeout,
+        max_control_frames=max_control_frames,
     )
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Connection(settings), "127.0.0.1", 0)
@@ -250,11 +258,7 @@ async def request_and_message_together() -> None:
             (1009, "frame with 600 bytes after reading 600 bytes exceeds limit of 1024 bytes"),
             id="fragments-too-big",
         ),
-        pytest.param(
-            frame(Opcode.TEXT, b"\xff\xfe"),
-            (1007, "invalid start byte at position 0"),
-            id="not-utf8",
-        ),
+        pytest.param(frame(Opcode.TEXT, b"\xff\xfe"), (1007, "invalid start byte"), id="not-utf8"),
         pytest.param(frame(Opcode.CONT, b"x"), (1002, "unexpected continuation frame"), id="stray"),
         pytest.param(
             frame(Opcode.CLOSE, Close(1000, "bye").serialize()), (1000, "bye"), id="close"
@@ -430,7 +434,8 @@ def test_a_client_that_floods_pings_without_reading_is_cut_as_too_slow() -> None
 
 
 async def ping_flood() -> None:
-    async with serving(max_buffer=64 * 1024) as (recording, port):
+    # As many pings as it likes: the bound on pings is another test's.
+    async with serving(max_buffer=64 * 1024, max_control_frames=1 << 30) as (recording, port):
         client, connection = await opened(port, recording)
         with client:
             connection.transport.get_extra_info("socket").setsockopt(
@@ -464,3 +469,23 @@ async def failed_peer() -> None:
             await asyncio.wait_for(connection.wait_closed(), RECEIVE_TIMEOUT / 10)
             assert recording.closed == [connection]
             assert connection.close_sent_code == 1011
+
+
+def test_a_client_that_floods_after_the_close_is_dropped() -> None:
+    """After its close frame the server reads on, for the client's close, but
+    not forever: a client still sending past a bound isn't closing."""
+    asyncio.run(flood_after_the_close())
+
+
+async def flood_after_the_close() -> None:
+    async with serving(close_timeout=RECEIVE_TIMEOUT) as (recording, port):
+        client, connection = await opened(port, recording)
+        with client:
+            connection.close(1008, "authentication timed out")
+            text = frame(Opcode.TEXT, b"x" * 1000)
+            for _ in range(MAX_READ_AFTER_CLOSE // len(text)):
+                connection.data_received(text)
+            assert connection.state is State.CLOSING  # still waiting for its close
+            connection.data_received(text)
+            await asyncio.wait_for(connection.wait_closed(), RECEIVE_TIMEOUT / 10)
+            assert recording.closed == [connection]

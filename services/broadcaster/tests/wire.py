@@ -99,9 +99,22 @@ class Transcript:
         parts += [f"{name}: {value}" for name, value in sorted(self.headers.items())]
         if self.body:
             parts.append("body")  # its text differs from server to server
-        parts += self.frames
+        parts += [
+            f"{frame} (x{count})" if count > 1 else frame for frame, count in _runs(self.frames)
+        ]
         parts.append(self.end)
         return " | ".join(parts)
+
+
+def _runs(frames: list[str]) -> list[tuple[str, int]]:
+    """Repeated frames as one entry with their count: ``[("PONG b'p'", 1000)]``."""
+    runs: list[tuple[str, int]] = []
+    for frame in frames:
+        if runs and runs[-1][0] == frame:
+            runs[-1] = (frame, runs[-1][1] + 1)
+        else:
+            runs.append((frame, 1))
+    return runs
 
 
 #: Response headers whose value a transcript keeps; others vary by server (Date, Server).
