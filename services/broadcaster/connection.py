@@ -182,7 +182,7 @@ class Connection(asyncio.Protocol):
         #: websockets' sans-I/O protocol, while there is something to parse.
         self._protocol: ServerProtocol | None = None
         #: Bytes received and not handed over yet: part of a request or frame.
-        self._buffer = b""
+        self._buffer: bytes | bytearray = b""
         #: The frames of a fragmented message so far (at most ``max_fragments``).
         self._fragments: list[Frame] | None = None
         #: The closing handshake's timer. (The opening handshake's deadline is
@@ -286,7 +286,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.state is State.OPEN:
             if not self._over_buffer():
-                self._receive_frames(self._buffer + data if self._buffer else data)
+                self._receive_frames(bytes(self._buffer) + data if self._buffer else data)
         elif self.state is State.CONNECTING:
             self._receive_request(data)
         elif self._protocol is not None and not self._over_buffer():
@@ -344,27 +344,37 @@ class Connection(asyncio.Protocol):
         """Read the request, up to its blank line, and answer it; keep what follows.
 
         The common request is read by :func:`.handshake.parse`, with no
-        protocol; websockets' parser is handed any other, alone.
+        protocol; websockets' parser is handed any other, alone. A request
+        that comes in pieces costs as much as one read whole: the pieces are
+        added in place, and only what is new is searched.
         """
-        buffer = self._buffer + data
-        self._buffer = b""
-        end = buffer.find(b"\r\n\r\n")
+        searched = len(self._buffer)
+        if searched:
+            self._buffer += data  # a bytearray, from the second piece on
+            buffer: bytes | bytearray = self._buffer
+        else:
+            buffer = data
+        end = buffer.find(b"\r\n\r\n", max(0, searched - 3))
         if end < 0 or end + 4 > MAX_REQUEST:
             if len(buffer) > MAX_REQUEST:
+                self._buffer = b""
                 self._answer(self._parse().reject(431, "Request header fields too large.\n"))
-            elif buffer.count(b"\n") != buffer.count(b"\r\n"):
-                self._parse_slowly(buffer)  # a line ended by a bare LF: refused now
-            else:
-                self._buffer = buffer
+            elif _bare_lf(buffer, searched):
+                self._buffer = b""
+                self._parse_slowly(bytes(buffer))  # a line ended by a bare LF: refused now
+            elif not searched:
+                self._buffer = bytearray(data)
             return
+        self._buffer = b""
         end += 4
-        request = handshake.parse(buffer[:end])
+        head = bytes(buffer[:end])
+        request = handshake.parse(head)
         if request is not None:
             self._handshake(request)
         else:
-            self._parse_slowly(buffer[:end])
+            self._parse_slowly(head)
         if self.state is State.OPEN and end < len(buffer):
-            self._receive_frames(buffer[end:])
+            self._receive_frames(bytes(buffer[end:]))
 
     def _parse_slowly(self, data: bytes) -> None:
         """Hand websockets' parser a request :func:`.handshake.parse` didn't read.
@@ -604,6 +614,16 @@ class Connection(asyncio.Protocol):
         for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def _bare_lf(data: bytes | bytearray, start: int) -> bool:
+    """Whether a LF at or after ``start`` in ``data`` has no CR before it."""
+    at = data.find(b"\n", start)
+    while at >= 0:
+        if at == 0 or data[at - 1] != 0x0D:
+            return True
+        at = data.find(b"\n", at + 1)
+    return False
 
 
 def _abort(connection: Connection) -> None:
