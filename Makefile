@@ -128,6 +128,8 @@ format: venv ## Format the code and apply safe lint fixes
 .PHONY: unit
 unit: venv ## Services' tests and the bench's self-check, against PostgreSQL and Redis servers they start
 	$(BIN)/pytest services bench
+	@# A project with its own user model: a user model is chosen once per process.
+	$(BIN)/pytest --ds=test_project.settings services/test_project
 
 # The fuzzer (services/broadcaster/tests/fuzz.py): make unit runs each target
 # for a few thousand inputs; this runs each for FUZZ_SECONDS.

@@ -52,7 +52,8 @@ def service_env(
 ) -> dict[str, str]:
     """The environment the services' processes run with, on the test servers."""
     return {
-        "DJANGO_SETTINGS_MODULE": "web.settings.test",
+        # The run's own: web.settings.test, or test_project.settings.
+        "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,
         "DATABASE_URL": postgres_server.url(connection.settings_dict["NAME"]),
         "REDIS_URL": redis_server.url,
     }

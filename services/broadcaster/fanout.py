@@ -18,7 +18,7 @@ from shared.eventlog import Position
 from shared.events import REVOKED
 
 from . import frames
-from .auth import ContentTypes, Identity
+from .auth import ContentTypes, Identity, UserKey
 from .background import Background
 from .connection import Closed, Connection
 from .history import Entry, History
@@ -68,9 +68,9 @@ class Fanout:
         log: EventLogReader,
         metrics: Metrics,
         slow_client_buffer: int,
-        access_of: Callable[[Collection[int]], dict[int, ContentTypes]],
+        access_of: Callable[[Collection[UserKey]], dict[UserKey, ContentTypes]],
         write_interval: float = 0.0,
-        on_access_change: Callable[[Collection[int]], None] = lambda users: None,
+        on_access_change: Callable[[Collection[UserKey]], None] = lambda users: None,
     ) -> None:
         self.log = log
         self.metrics = metrics
@@ -84,7 +84,7 @@ class Fanout:
         #: Every connection followed, registered or catching up, and by user.
         self.clients: dict[Connection, Client] = {}
         #: (Lists: a user has a connection or a few; an empty set is 216 bytes.)
-        self.by_user: dict[int, list[Connection]] = {}
+        self.by_user: dict[UserKey, list[Connection]] = {}
         self._background = Background()
         #: One set of content types for all the connections that may see the
         #: same ones (a small frozenset is 216 bytes; most users share one).
@@ -337,7 +337,7 @@ class Fanout:
             return identity
         return dataclasses.replace(identity, content_types=content_types)
 
-    async def _access(self, users: Collection[int]) -> dict[int, ContentTypes]:
+    async def _access(self, users: Collection[UserKey]) -> dict[UserKey, ContentTypes]:
         self.metrics.access_recomputes += 1
         self.metrics.access_users_recomputed += len(users)
         return await asyncio.to_thread(self.access_of, users)

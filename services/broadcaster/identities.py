@@ -60,14 +60,15 @@ from collections.abc import Callable, Collection
 from typing import Any, Final
 
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections
 from sesame import settings as sesame_settings
 from sesame.backends import ModelBackend
 from sesame.tokens import parse_token
 
-from .auth import Identity, access_of_users
+from .auth import Identity, UserKey, access_of_users
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class _Known:
     """What was read of a user whose token was valid, and until when it may be used."""
 
     #: The row that tokens are verified against (their revocation key).
-    user: User
+    user: AbstractBaseUser
     identity: Identity
     #: ``time.monotonic()`` after which it's read again: from when its read started.
     expires: float
@@ -120,7 +121,7 @@ class Identities:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # The cache is keyed, and forget() called, by primary key.
-        if sesame_settings.PRIMARY_KEY_FIELD not in ("pk", User._meta.pk.name):
+        if sesame_settings.PRIMARY_KEY_FIELD not in ("pk", get_user_model()._meta.pk.name):
             raise ImproperlyConfigured("the broadcaster needs SESAME_PRIMARY_KEY_FIELD = 'pk'")
         self.batch_size = batch_size
         self.cache_size = cache_size
@@ -130,13 +131,13 @@ class Identities:
         self.scope: str = settings.WEBSOCKET_TOKEN_SCOPE
         self._backend = ModelBackend()
         #: Users whose token was valid, least recently used first.
-        self._known: collections.OrderedDict[int, _Known] = collections.OrderedDict()
+        self._known: collections.OrderedDict[UserKey, _Known] = collections.OrderedDict()
         #: Tokens waiting for the next batch.
         self._queue: collections.deque[_Request] = collections.deque()
         self._worker: asyncio.Task[None] | None = None
         #: While a batch reads the database: the users forgotten since it
         #: started, whose read must not be stored. ``None`` between batches.
-        self._forgotten: set[int] | None = None
+        self._forgotten: set[UserKey] | None = None
         #: Tokens answered from what was kept, with no query.
         self.hits = 0
 
@@ -176,7 +177,7 @@ class Identities:
             self._worker = loop.create_task(self._work())
         return future
 
-    def forget(self, user_ids: Collection[int]) -> None:
+    def forget(self, user_ids: Collection[UserKey]) -> None:
         """Read these users again next time: their access changed.
 
         Call it for every access change of the log, revoked or changed, when
@@ -197,7 +198,7 @@ class Identities:
         asked: list[Any] = []
         found: list[_Known] = []
 
-        def get_user(user_id: Any) -> User | None:
+        def get_user(user_id: Any) -> AbstractBaseUser | None:
             asked.append(user_id)
             known = self._known.get(user_id)
             if known is None:
@@ -218,10 +219,12 @@ class Identities:
         self.hits += 1
         return found[0].identity, asked[0]
 
-    def _parse(self, token: str, get_user: Callable[[Any], User | None]) -> User | None:
+    def _parse(
+        self, token: str, get_user: Callable[[Any], AbstractBaseUser | None]
+    ) -> AbstractBaseUser | None:
         """django-sesame's own checks, with the WebSocket scope."""
         try:
-            user: User | None = parse_token(token, get_user, scope=self.scope)
+            user: AbstractBaseUser | None = parse_token(token, get_user, scope=self.scope)
         except NotImplementedError:  # a v1 token: they have no scope, so are never valid here
             return None
         return user
@@ -267,7 +270,7 @@ class Identities:
             if not request.future.done():  # its client may have left
                 request.future.set_result(identity)
 
-    def _store(self, user_id: int, known: _Known) -> None:
+    def _store(self, user_id: UserKey, known: _Known) -> None:
         if self.cache_size <= 0 or self.cache_seconds <= 0:
             return
         self._known[user_id] = known
@@ -279,7 +282,7 @@ class Identities:
 
     def _read(
         self, requests: list[tuple[str, Any]]
-    ) -> tuple[list[Identity | None], dict[int, tuple[User, Identity]]]:
+    ) -> tuple[list[Identity | None], dict[UserKey, tuple[AbstractBaseUser, Identity]]]:
         """Check tokens against the database: one query for the users, one for access.
 
         Returns the identity of each token, in order, and the users whose
@@ -287,9 +290,9 @@ class Identities:
         """
         close_old_connections()  # as Django does around a request: a stale one reconnects
         try:
-            users = User._default_manager.in_bulk({user_id for _, user_id in requests})
+            users = get_user_model()._default_manager.in_bulk({user_id for _, user_id in requests})
 
-            def get_user(user_id: Any) -> User | None:
+            def get_user(user_id: Any) -> AbstractBaseUser | None:
                 user = users.get(user_id)
                 # As sesame's backend: unknown and inactive users are refused.
                 if user is None or not self._backend.user_can_authenticate(user):
@@ -297,10 +300,12 @@ class Identities:
                 return user
 
             valid = [self._parse(token, get_user) for token, _ in requests]
-            superuser = {user.pk: user.is_superuser for user in valid if user is not None}
+            superuser = {
+                user.pk: getattr(user, "is_superuser", False) for user in valid if user is not None
+            }
             access = access_of_users(superuser) if superuser else {}
             identities: list[Identity | None] = []
-            known: dict[int, tuple[User, Identity]] = {}
+            known: dict[UserKey, tuple[AbstractBaseUser, Identity]] = {}
             for user in valid:
                 if user is None:
                     identities.append(None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -23,6 +24,7 @@ from shared.eventlog import (
 )
 from shared.events import AccessChange, InvalidEvent, decode_entry
 
+from .auth import user_key
 from .history import Entry, History
 from .metrics import Metrics
 
@@ -226,5 +228,11 @@ def _decode(position: Position, fields: dict[bytes, bytes]) -> Entry:
         )
         return Entry(position, None, message)
     if isinstance(decoded, AccessChange):
-        return Entry(position, None, b"", access=decoded, epoch=parsed[0])
+        try:  # the keys as the user model reads them, to match its connections'
+            users = tuple(user_key(user) for user in decoded.users)
+        except ValueError as exc:
+            logger.warning("event=bad_entry id=%s error=%r", position, str(exc))
+            return Entry(position, None, message)
+        access = dataclasses.replace(decoded, users=users)
+        return Entry(position, None, b"", access=access, epoch=parsed[0])
     return Entry(position, decoded.content_type_id, message, epoch=parsed[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Hashable
 from typing import Any
 
 #: Redis Pub/Sub channel where the relay also publishes every event, so that
@@ -105,14 +106,17 @@ class AccessChange:
     """
 
     access: str
-    #: Primary keys of the users concerned.
-    users: tuple[int, ...]
+    #: Primary keys of the users concerned: in the log, integers, or text (a
+    #: UUID's) for the keys JSON has no type for; a broadcaster reads them as
+    #: its user model's keys.
+    users: tuple[Hashable, ...]
     #: Place in the event log, as for :class:`Event`.
     id: str | None = None
 
     def encode(self) -> bytes:
         """Serialize to JSON text (an object with an ``access`` field)."""
-        return json.dumps({"access": self.access, "users": list(self.users)}).encode()
+        users = [user if isinstance(user, int) else str(user) for user in self.users]
+        return json.dumps({"access": self.access, "users": users}).encode()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AccessChange:
@@ -120,8 +124,8 @@ class AccessChange:
         users = data.get("users")
         if data.get("access") not in (REVOKED, CHANGED):
             raise InvalidEvent("unknown access change")
-        if not isinstance(users, list) or not all(_has_type(u, "int") for u in users):
-            raise InvalidEvent("users must be a list of integers")
+        if not isinstance(users, list) or not all(_has_type(u, "int | str") for u in users):
+            raise InvalidEvent("users must be a list of integers or strings")
         id_ = data.get("id")
         if not _has_type(id_, "str | None"):
             raise InvalidEvent("wrong type for field: id")
@@ -154,4 +158,6 @@ def _has_type(value: object, annotation: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if annotation == "str | None":
         return value is None or isinstance(value, str)
+    if annotation == "int | str":
+        return _has_type(value, "int") or isinstance(value, str)
     return isinstance(value, str)
