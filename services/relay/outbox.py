@@ -7,6 +7,7 @@ is the one order of the log. Positions only grow, in PostgreSQL and Redis.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 
 from django.db import connection
@@ -74,16 +75,31 @@ def epoch() -> str:
 
 # The relay's queries on each pass, written by hand: the ORM compiled them
 # anew on every pass (bulk_update's CASE WHEN above all), three quarters of
-# the relay's CPU, 7-9 ms an event. Only the leader runs them; the table is
-# OutboxEvent's (a test checks the name).
+# the relay's CPU, 7-9 ms an event. Only the leader runs them. The table is
+# OutboxEvent's, whatever the app's label (:func:`queries`).
 
-#: Give the oldest rows without a position the positions following the
-#: greater of the log's head in Redis (``after_ms``, ``after_seq``) and the
-#: last position given, at ``now_ms`` if the clock is past it (as
-#: :meth:`Position.following`), in id order. One statement: one snapshot.
-ASSIGN = """
+
+@dataclasses.dataclass(frozen=True)
+class Queries:
+    #: Give the oldest rows without a position the positions following the
+    #: greater of the log's head in Redis (``after_ms``, ``after_seq``) and
+    #: the last position given, at ``now_ms`` if the clock is past it (as
+    #: :meth:`Position.following`), in id order. One statement: one snapshot.
+    assign: str
+    #: Every row with a position, oldest first.
+    all: str
+    #: The rows past a position, oldest first (a row comparison: the position's index).
+    after: str
+
+
+@functools.cache
+def queries() -> Queries:
+    """The queries, on the outbox's table as the project names it (its app's label)."""
+    table = connection.ops.quote_name(OutboxEvent._meta.db_table)
+    # A quoted table name from the model's metadata: nothing of a client's.
+    assign = f"""
 WITH last AS (
-    SELECT position_ms AS ms, position_seq AS seq FROM notifications_outboxevent
+    SELECT position_ms AS ms, position_seq AS seq FROM {table}
     WHERE position_ms IS NOT NULL
     ORDER BY position_ms DESC, position_seq DESC LIMIT 1
 ), base AS (
@@ -98,22 +114,21 @@ WITH last AS (
 ), pending AS (
     SELECT id, row_number() OVER (ORDER BY id) - 1 AS n
     FROM (
-        SELECT id FROM notifications_outboxevent WHERE position_ms IS NULL
+        SELECT id FROM {table} WHERE position_ms IS NULL
         ORDER BY id LIMIT %(limit)s
     ) oldest
 )
-UPDATE notifications_outboxevent SET position_ms = first.ms, position_seq = first.seq + pending.n
-FROM pending, first WHERE notifications_outboxevent.id = pending.id
-"""
-
-_ROWS = "SELECT position_ms, position_seq, payload, created FROM notifications_outboxevent"
-#: Every row with a position, oldest first.
-ALL = _ROWS + " WHERE position_ms IS NOT NULL ORDER BY position_ms, position_seq LIMIT %s"
-#: The rows past a position, oldest first (a row comparison: the position's index).
-AFTER = (
-    _ROWS
-    + " WHERE (position_ms, position_seq) > (%s, %s) ORDER BY position_ms, position_seq LIMIT %s"
-)
+UPDATE {table} SET position_ms = first.ms, position_seq = first.seq + pending.n
+FROM pending, first WHERE {table}.id = pending.id
+"""  # noqa: S608
+    rows = f"SELECT position_ms, position_seq, payload, created FROM {table}"  # noqa: S608
+    return Queries(
+        assign=assign,
+        all=rows + " WHERE position_ms IS NOT NULL ORDER BY position_ms, position_seq LIMIT %s",
+        after=rows
+        + " WHERE (position_ms, position_seq) > (%s, %s) ORDER BY position_ms, position_seq"
+        + " LIMIT %s",
+    )
 
 
 def assign(*, after: Position | None, now_ms: int, limit: int) -> int:
@@ -125,7 +140,7 @@ def assign(*, after: Position | None, now_ms: int, limit: int) -> int:
     head = after or ORIGIN
     with connection.cursor() as cursor:
         cursor.execute(
-            ASSIGN,
+            queries().assign,
             {"after_ms": head.ms, "after_seq": head.seq, "now_ms": now_ms, "limit": limit},
         )
         return int(cursor.rowcount)
@@ -135,9 +150,9 @@ def after(position: Position | None, *, limit: int) -> list[Row]:
     """Rows past ``position`` (every row if ``None``), oldest first."""
     with connection.cursor() as cursor:
         if position is None:
-            cursor.execute(ALL, [limit])
+            cursor.execute(queries().all, [limit])
         else:
-            cursor.execute(AFTER, [position.ms, position.seq, limit])
+            cursor.execute(queries().after, [position.ms, position.seq, limit])
         return [
             Row(Position(ms, seq), payload, created.timestamp())
             for ms, seq, payload, created in cursor

@@ -87,6 +87,9 @@ def test_rows_after_a_position_come_oldest_first_and_only_those_with_one() -> No
 
 
 def test_the_queries_name_the_outbox_table() -> None:
-    assert f"FROM {OutboxEvent._meta.db_table} " in outbox.ASSIGN
-    assert f"UPDATE {OutboxEvent._meta.db_table} " in outbox.ASSIGN
-    assert f"FROM {OutboxEvent._meta.db_table} " in outbox.AFTER
+    table = f'"{OutboxEvent._meta.db_table}"'
+    queries = outbox.queries()
+    assert f"FROM {table} " in queries.assign
+    assert f"UPDATE {table} " in queries.assign
+    assert f"FROM {table} " in queries.all
+    assert f"FROM {table} " in queries.after

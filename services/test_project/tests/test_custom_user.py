@@ -1,5 +1,8 @@
 """Tokens, permissions, access changes and revocation with a project's own user model.
 
+The notifications app is relabelled ``live`` too, so that the outbox's
+table is ``live_outboxevent``: the relay must find it.
+
 With ``accounts.Person`` (email login, UUID primary key, table ``people``,
 its relations in ``people_groups`` and ``people_user_permissions``): a real
 relay and broadcaster, real clients. Each hidden event is followed by a
@@ -19,6 +22,7 @@ from django.contrib.auth.models import Group, Permission
 
 from broadcaster.tests.helpers import authenticated, closed, event_for, receive
 from testing import BroadcasterProcess
+from web.notifications.models import OutboxEvent
 from web.notifications.publishing import publish
 from web.notifications.tokens import token_for
 
@@ -40,7 +44,8 @@ def person(email: str, *permissions: str, group: Group | None = None, **fields: 
     return created
 
 
-def test_the_user_model_is_the_projects() -> None:
+def test_the_user_model_and_the_apps_label_are_the_projects() -> None:
+    assert OutboxEvent._meta.db_table == "live_outboxevent"
     model = get_user_model()
     assert model._meta.db_table == "people"
     assert model._meta.pk is not None and model._meta.pk.get_internal_type() == "UUIDField"
