@@ -17,10 +17,17 @@ T = TypeVar("T")
 def start(program: str, read_config: Callable[[], T]) -> T:
     """Set Django up with the project's settings, then read ``program``'s configuration.
 
-    A missing or bad variable, in either, ends the process with a message
-    naming it, before anything connects anywhere.
+    The settings are the host project's, named by ``DJANGO_SETTINGS_MODULE``
+    as for ``manage.py``: there is no default, since a guess would run the
+    program against another project's database. A missing or bad variable
+    ends the process with a message naming it, before anything connects.
     """
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "web.settings.production")
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        sys.exit(
+            f"{program}: configuration error: DJANGO_SETTINGS_MODULE must be set to the"
+            " project's settings module, as for manage.py (the image sets"
+            " web.settings.production)"
+        )
     try:
         django.setup()  # also configures logging from the settings
         return read_config()

@@ -360,21 +360,30 @@ def test_metrics_port_is_served_while_draining(
     assert http_status(f"{broadcaster.metrics_http}/metrics") is None
 
 
-def test_missing_configuration_fails_fast() -> None:
+@pytest.mark.parametrize("program", ["broadcaster", "relay"])
+@pytest.mark.parametrize(
+    ("settings_module", "error"),
+    [
+        pytest.param(None, "DJANGO_SETTINGS_MODULE must be set", id="no-settings-module"),
+        pytest.param("web.settings.production", "DATABASE_URL must be set", id="no-database"),
+    ],
+)
+def test_missing_configuration_fails_fast(
+    program: str, settings_module: str | None, error: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_"))}
+    if settings_module is not None:
+        env["DJANGO_SETTINGS_MODULE"] = settings_module
     result = subprocess.run(
-        [sys.executable, "-m", "broadcaster"],
+        [sys.executable, "-m", program],
         cwd=SERVICES,
         capture_output=True,
         text=True,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_"))},
-            "PYTHONPATH": str(SERVICES),
-            "DJANGO_SECRET_KEY": "x" * 50,
-        },
+        env={**env, "PYTHONPATH": str(SERVICES), "DJANGO_SECRET_KEY": "x" * 50},
         timeout=60,
     )
     assert result.returncode != 0
-    assert "broadcaster: configuration error: DATABASE_URL must be set" in result.stderr
+    assert f"{program}: configuration error: {error}" in result.stderr
 
 
 # The how-to's command-line client.
