@@ -75,6 +75,9 @@ class Config:
     #: Seconds a user is kept at most: what the event log doesn't announce
     #: (``QuerySet.update()``, raw SQL) reaches new connections within this; 0: none.
     auth_cache_seconds: float = 60.0
+    #: Seconds between two reads of the user tables that say whether the
+    #: database lets this process authenticate anyone (.database).
+    database_check_interval: float = 10.0
     #: Proxies whose X-Forwarded-For is believed (BROADCASTER_TRUSTED_PROXIES,
     #: addresses or CIDRs): a client behind one is logged with the address
     #: that proxy appended, anyone else with its socket's. None by default.
@@ -133,6 +136,12 @@ class Config:
             ),
             auth_cache_seconds=environment.number(
                 "BROADCASTER_AUTH_CACHE_SECONDS", cls.auth_cache_seconds, env=env
+            ),
+            database_check_interval=environment.number(
+                "BROADCASTER_DATABASE_CHECK_INTERVAL",
+                cls.database_check_interval,
+                minimum=0.1,
+                env=env,
             ),
             trusted_proxies=_trusted_proxies(env),
         )

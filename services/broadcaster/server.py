@@ -9,7 +9,8 @@ clients), :mod:`.frames` (encoded once), :mod:`.registry` (who may see
 what), :mod:`.connection` (the WebSocket protocol, keeping almost nothing
 while idle), :mod:`.handshake` (its common case), :mod:`.keepalive` (pings),
 :mod:`.deadlines` (the timeouts of the handshake and the token, one timer
-each), :mod:`.metrics_port` (the metrics listener). A connection has a task
+each), :mod:`.addresses` (who a client is), :mod:`.database` (whether the
+user tables can be read), :mod:`.metrics_port` (the metrics listener). A connection has a task
 only while it catches up on what came after its token was read
 (:meth:`Broadcaster.catch_up`); most are registered with none.
 """
@@ -35,6 +36,7 @@ from .auth import Identity, access_of
 from .background import Background
 from .config import Config
 from .connection import Closed, Connection, Settings
+from .database import DatabaseCheck
 from .deadlines import Deadlines
 from .fanout import Fanout
 from .identities import Identities
@@ -85,6 +87,7 @@ class Broadcaster:
             cache_size=config.auth_cache_size,
             cache_seconds=config.auth_cache_seconds,
         )
+        self.database = DatabaseCheck(config.database_check_interval)
         #: Connections past the handshake and not closed yet.
         self.open = 0
         #: Open connections that haven't sent their token yet, until they time out.
@@ -108,8 +111,9 @@ class Broadcaster:
 
     @property
     def ready(self) -> bool:
-        """Whether to take new clients: reading the event log, not draining, not full."""
-        return self.log.reading and not self.draining and not self.full
+        """Whether to take new clients: reading the event log, able to read the
+        user tables, not draining, not full."""
+        return self.log.reading and self.database.usable and not self.draining and not self.full
 
     def render_metrics(self) -> str:
         """The metrics port's text."""
@@ -138,6 +142,8 @@ class Broadcaster:
                 return connection.respond(503, "draining\n")
             if not self.log.reading:
                 return connection.respond(503, "log unavailable\n")
+            if not self.database.usable:  # why: in the log, not to the public
+                return connection.respond(503, "database unusable\n")
             return connection.respond(503, "full\n")
         if path == "/metrics":
             return connection.respond(404, "not found\n")
@@ -342,13 +348,14 @@ class Broadcaster:
                 self.fanout.send_positions(self.log, self.config.position_seconds)
             )
             keepalive = asyncio.create_task(self.keepalive.run())
+            database = asyncio.create_task(self.database.run())
             logger.info(
                 "event=listening host=%s port=%d metrics_port=%d",
                 self.config.host,
                 self.config.port,
                 self.config.metrics_port,
             )
-            tasks = (log, positions, keepalive)
+            tasks = (log, positions, keepalive, database)
             try:
                 await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
                 await self.drain(server, connections)
