@@ -3,7 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import render, resolve_url
+from django.urls import NoReverseMatch, reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -36,5 +37,14 @@ def token(request: HttpRequest) -> JsonResponse:
 @require_GET
 @login_required
 def live(request: HttpRequest) -> HttpResponse:
-    """The page that shows notifications as they arrive."""
-    return render(request, "notifications/live.html")
+    """The page that shows notifications as they arrive.
+
+    Its sign-in link is the site's ``LOGIN_URL``; its links to the admin
+    are left out where the site has none.
+    """
+    try:
+        admin_url: str | None = reverse("admin:index")
+    except NoReverseMatch:
+        admin_url = None
+    context = {"login_url": resolve_url(settings.LOGIN_URL), "admin_url": admin_url}
+    return render(request, "notifications/live.html", context)

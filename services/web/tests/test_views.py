@@ -79,3 +79,20 @@ def test_probes_by_ip_address_are_answered(client: Client) -> None:
 def test_no_metrics_on_the_public_port(client: Client) -> None:
     # gunicorn's master serves them on WEB_METRICS_PORT (test_gunicorn.py).
     assert client.get("/metrics").status_code == 404
+
+
+@override_settings(LOGIN_URL="/accounts/login/")
+def test_live_page_signs_in_at_the_sites_login_url(admin_client: Client) -> None:
+    page = admin_client.get("/").content.decode()
+    assert 'data-login-url="/accounts/login/?next=/"' in page
+
+
+@pytest.mark.urls("web.tests.urls_without_admin")
+@override_settings(LOGIN_URL="/accounts/login/")
+def test_live_page_without_an_admin(admin_client: Client) -> None:
+    """A site with no admin: the page renders, with no link to one."""
+    response = admin_client.get("/live/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "data-admin-url" not in page and "on the site" in page
+    assert 'data-token-url="/live/api/token/"' in page  # mounted under a prefix

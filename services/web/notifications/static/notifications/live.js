@@ -74,9 +74,10 @@
       notice = document.createElement("p");
       notice.id = "missed";
       notice.setAttribute("role", "alert");
-      const link = document.createElement("a");
-      link.href = adminUrl;
-      link.textContent = "the admin";
+      // Where to check: the admin, if the site has one.
+      const link = document.createElement(adminUrl ? "a" : "span");
+      if (adminUrl) link.href = adminUrl;
+      link.textContent = adminUrl ? "the admin" : "the site";
       const dismiss = document.createElement("button");
       dismiss.type = "button";
       dismiss.textContent = "Dismiss";
