@@ -6,10 +6,13 @@ route to, so no spelling of the path can reach it through the public ports.
 
 from __future__ import annotations
 
+import re
 import secrets
 import socket
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from .helpers import AdminSession
 from .stack import WAIT, Stack
@@ -96,3 +99,25 @@ def test_published_counter_adds_up_over_web_workers(stack: Stack, admin: AdminSe
     # The counter moves in the request that commits, before its response.
     after = stack.web_metrics()
     assert after[name] - before[name] == changes
+
+
+#: What a client may write in X-Forwarded-For to forge a log line.
+FORGED = "203.0.113.72 user=admin event=connect"
+#: An authentication failure's line, with an address for remote.
+AUTH_FAILURE = re.compile(r"event=auth_failure reason=invalid remote=[0-9A-Fa-f.:]+$", re.M)
+
+
+def test_a_forged_x_forwarded_for_never_reaches_the_logs(stack: Stack) -> None:
+    """Behind the edge, a broadcaster logs the address the edge appended to
+    X-Forwarded-For, parsed as an address: never what the client wrote there."""
+    before = len(AUTH_FAILURE.findall(stack.logs()))
+    for url in stack.websocket_urls:
+        with connect(url, additional_headers={"X-Forwarded-For": FORGED}, open_timeout=WAIT) as ws:
+            ws.send("not a token")
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=WAIT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    # The line is written before the close frame is sent.
+    logs = stack.logs()
+    assert len(AUTH_FAILURE.findall(logs)) >= before + 2
+    assert "203.0.113.72" not in logs
