@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,20 @@ def flood(wire: Wire, data: bytes, times: int) -> threading.Thread:
     return thread
 
 
+def first_answer_to_flood(
+    wire: Wire, data: bytes, times: int, meanwhile: Callable[[], None] = lambda: None
+) -> str:
+    """Flood ``wire`` with ``data``, ``times`` writes; the first frame the server sent back.
+
+    ``meanwhile`` runs while the flood goes on.
+    """
+    writer = flood(wire, data, times)
+    meanwhile()
+    assert wire.read(lambda t: bool(t.frames), timeout=RECEIVE_TIMEOUT)
+    writer.join(RECEIVE_TIMEOUT)
+    return wire.transcript.frames[0]
+
+
 def welcome(broadcaster: BroadcasterProcess, token: str) -> dict[str, object]:
     with connect(broadcaster.url, open_timeout=RECEIVE_TIMEOUT) as client:
         client.send(json.dumps({"token": token, "last_id": None}))
@@ -73,18 +88,22 @@ def test_empty_fragments_after_the_token_are_cut_at_the_first(
     other = user("other", is_superuser=True)
     welcome(broadcaster, token_for(other))  # the process's first query made
     before = rss_mib(broadcaster)
+    welcomed: list[dict[str, object]] = []
     wire = opened(broadcaster)
     try:
         wire.write(frame(TEXT, token_for(root).encode()))
         wait_until(lambda: broadcaster.metrics()["broadcaster_connections"] == 1, "registered")
-        # A million empty continuations, 5.7 MiB, behind the first fragment.
+        # A million empty continuations, 5.7 MiB, behind the first fragment;
+        # another client is let in meanwhile.
         wire.write(frame(TEXT, b"", fin=False))
-        writer = flood(wire, frame(CONT, b"", fin=False) * 10_000, 100)
-        # Another client is let in meanwhile.
-        assert welcome(broadcaster, token_for(other))["type"] == "welcome"
-        assert wire.read(lambda t: bool(t.frames), timeout=RECEIVE_TIMEOUT)
-        assert wire.transcript.frames[0] == "CLOSE 1008 'clients send nothing'"
-        writer.join(RECEIVE_TIMEOUT)
+        answer = first_answer_to_flood(
+            wire,
+            frame(CONT, b"", fin=False) * 10_000,
+            100,
+            meanwhile=lambda: welcomed.append(welcome(broadcaster, token_for(other))),
+        )
+        assert answer == "CLOSE 1008 'clients send nothing'"
+        assert [message["type"] for message in welcomed] == ["welcome"]
         assert rss_mib(broadcaster) - before < MEMORY_BOUND_MIB
     finally:
         wire.close()
@@ -98,10 +117,8 @@ def test_empty_fragments_before_the_token_are_cut_at_the_limit(
     wire = opened(broadcaster)
     try:
         wire.write(frame(TEXT, b"", fin=False))
-        writer = flood(wire, frame(CONT, b"", fin=False) * 10_000, 10)
-        assert wire.read(lambda t: bool(t.frames), timeout=RECEIVE_TIMEOUT)
-        assert wire.transcript.frames[0] == "CLOSE 1009 'too many fragments'"
-        writer.join(RECEIVE_TIMEOUT)
+        answer = first_answer_to_flood(wire, frame(CONT, b"", fin=False) * 10_000, 10)
+        assert answer == "CLOSE 1009 'too many fragments'"
         assert rss_mib(broadcaster) - before < MEMORY_BOUND_MIB
     finally:
         wire.close()
