@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import django
+from django.core import checks
 
 from shared.environment import ConfigurationError
 
@@ -30,6 +31,10 @@ def start(program: str, read_config: Callable[[], T]) -> T:
         )
     try:
         django.setup()  # also configures logging from the settings
+        # What manage.py check reports, refused here the same way.
+        errors = [message for message in checks.run_checks() if message.is_serious()]
+        if errors:
+            sys.exit(f"{program}: configuration error:\n" + "\n".join(map(str, errors)))
         return read_config()
     except ConfigurationError as exc:
         sys.exit(f"{program}: configuration error: {exc}")

@@ -9,7 +9,7 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Real-time notifications"
 
     def ready(self) -> None:
-        from . import access, publishing
+        from . import access, checks, publishing  # noqa: F401 - checks registers itself
 
         publishing.connect()
         access.connect()
