@@ -34,6 +34,7 @@ import atheris
 
 with atheris.instrument_imports(include=["broadcaster", "websockets"]):
     from websockets.http11 import Request, Response
+    from websockets.protocol import State
     from websockets.streams import StreamReader
 
     from broadcaster import handshake
@@ -171,7 +172,7 @@ async def _feed(pieces: list[bytes], opening: bytes, drains: bool) -> Outcome:
 
 def _check_bounds(connection: Connection, piece: bytes, transport: Transport) -> None:
     held = len(connection._buffer)
-    if connection.state.name == "CONNECTING":
+    if connection.state is State.CONNECTING:
         assert held <= MAX_REQUEST, f"holds {held} bytes of request"
     else:
         assert held <= SETTINGS.max_frame, f"holds {held} bytes of frame"

@@ -83,7 +83,7 @@ def _user_saved(sender: type[Model], instance: Any, **kwargs: Any) -> None:
         announce([instance.pk], revoked=True)
     elif "password" in before and before["password"] != instance.password:
         announce([instance.pk], revoked=True)  # Django's "log out everywhere" too
-    elif any(before[name] != getattr(instance, name) for name in _fields(sender, _CHANGING)):
+    elif any(before[name] != getattr(instance, name) for name in _CHANGING if name in before):
         announce([instance.pk])
 
 
