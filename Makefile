@@ -14,7 +14,10 @@ BIN := $(VENV)/bin
 # The stack. `docker compose` (v2) if installed, else docker-compose (1.29).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 BROADCASTERS ?= 3
-APP_IMAGE ?= django-realtime-notifications/app:dev
+# The demo site's image, built here; set APP_IMAGE (and DJANGO_SETTINGS_MODULE)
+# to run your project's own image instead, used as it is.
+DEMO_IMAGE := django-realtime-notifications/app:dev
+APP_IMAGE ?= $(DEMO_IMAGE)
 EDGE_IMAGE ?= django-realtime-notifications/edge:dev
 TAIL ?= 200
 # .env (written by `make up`) holds this machine's secrets and choices; its
@@ -42,9 +45,10 @@ help: ## List the targets
 up: ## Build what is missing, start the stack (BROADCASTERS=3), wait until healthy
 	@scripts/init-env.sh
 	@scripts/choose-base-images.sh
-	@# The host's CA bundle, for the image's build stage only (services/Dockerfile).
-	@cp /etc/ssl/certs/ca-certificates.crt services/build-ca.crt 2>/dev/null || : > services/build-ca.crt
-	$(COMPOSE_CREATE) up --detach --build --remove-orphans --scale broadcaster=$(BROADCASTERS)
+	@# The host's CA bundle, for the image's build stage only (services/web/Dockerfile).
+	@cp /etc/ssl/certs/ca-certificates.crt services/web/build-ca.crt 2>/dev/null || : > services/web/build-ca.crt
+	$(COMPOSE) build $(if $(filter $(DEMO_IMAGE),$(APP_IMAGE)),migrate) edge
+	$(COMPOSE_CREATE) up --detach --no-build --remove-orphans --scale broadcaster=$(BROADCASTERS)
 	@scripts/wait-healthy.sh "$(COMPOSE)"
 	@$(MAKE) --no-print-directory addresses
 
@@ -65,8 +69,8 @@ down: ## Stop the stack; keep its data
 .PHONY: clean
 clean: ## Stop the stack, remove its volumes and the images it built
 	$(COMPOSE) down --volumes --remove-orphans
-	docker image rm --force $(APP_IMAGE) $(EDGE_IMAGE) >/dev/null 2>&1 || true
-	rm -f services/build-ca.crt
+	docker image rm --force $(DEMO_IMAGE) $(EDGE_IMAGE) >/dev/null 2>&1 || true
+	rm -f services/web/build-ca.crt
 
 .PHONY: ps
 ps: ## State of the stack's containers
@@ -104,19 +108,26 @@ superuser: ## Create an administrator, interactively or from DJANGO_SUPERUSER_US
 .PHONY: venv
 venv: $(VENV)/.installed ## Create .venv with the locked dependencies and test tools
 
-$(VENV)/.installed: requirements-dev.txt services/requirements.txt
+$(VENV)/.installed: requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.txt
+	@# The package itself, editable: its programs and code as a project has them.
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@
 
+.PHONY: wheel
+wheel: venv ## Build the package's wheel into dist/ (pip install dist/*.whl in your project)
+	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
+	@ls dist/*.whl
+
 SHELL_SCRIPTS := .ci/run $(wildcard scripts/*.sh images/*.sh images/*/*.sh k8s/scripts/*.sh \
-  tests/e2e/*.sh services/*/entrypoint.sh)
+  tests/e2e/*.sh services/web/entrypoint.sh)
 
 .PHONY: lint
 lint: venv ## Check formatting, lint and types (ruff, mypy, shellcheck)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy services tests/e2e bench
+	$(BIN)/mypy src services tests/e2e tests/adoption bench
 	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck" >&2; exit 1; }
 	shellcheck $(SHELL_SCRIPTS)
 
@@ -126,12 +137,12 @@ format: venv ## Format the code and apply safe lint fixes
 	$(BIN)/ruff check --fix .
 
 .PHONY: unit
-unit: venv ## Services' tests and the bench's self-check, against PostgreSQL and Redis servers they start
-	$(BIN)/pytest services bench
+unit: venv ## The package's, the demo's and the bench's tests, against PostgreSQL and Redis servers they start
+	$(BIN)/pytest src services tests/test_servers.py tests/adoption bench
 	@# A project with its own user model: a user model is chosen once per process.
-	$(BIN)/pytest --ds=test_project.settings services/test_project
+	$(BIN)/pytest --ds=live_notifications.tests.project.settings src/live_notifications/tests/project
 
-# The fuzzer (services/broadcaster/tests/fuzz.py): make unit runs each target
+# The fuzzer (src/live_notifications/broadcaster/tests/fuzz.py): make unit runs each target
 # for a few thousand inputs; this runs each for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 300
 
@@ -139,8 +150,8 @@ FUZZ_SECONDS ?= 300
 fuzz: venv ## Fuzz the broadcaster's request and frame readers (FUZZ_SECONDS=300 each)
 	@for target in request frames; do \
 	  echo "--- fuzzing $$target for $(FUZZ_SECONDS) s"; \
-	  mkdir -p .fuzz; (cd services && ../$(BIN)/python -m broadcaster.tests.fuzz $$target \
-	    -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(CURDIR)/.fuzz/ -print_final_stats=1) 2>&1 | grep -v '^INFO: Instrumenting'; \
+	  mkdir -p .fuzz; PYTHONPATH=src $(BIN)/python -m live_notifications.broadcaster.tests.fuzz $$target \
+	    -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(CURDIR)/.fuzz/ -print_final_stats=1 2>&1 | grep -v '^INFO: Instrumenting'; \
 	done
 
 .PHONY: e2e
@@ -158,9 +169,11 @@ test: lint unit k8s-check e2e ## The whole test suite: checks, unit tests, manif
 lock: venv ## Recompile the lock files from the .in files (needs PyPI)
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
 	$(BIN)/uv pip compile --quiet --python-version $(PYTHON_VERSION) --generate-hashes \
-	  --no-strip-extras services/requirements.in -o services/requirements.txt
+	  --no-strip-extras pyproject.toml services/web/requirements.in -o services/web/requirements.txt
 	$(BIN)/uv pip compile --quiet --python-version $(PYTHON_VERSION) --generate-hashes \
-	  requirements-dev.in -o requirements-dev.txt
+	  services/web/requirements-build.in -o services/web/requirements-build.txt
+	$(BIN)/uv pip compile --quiet --python-version $(PYTHON_VERSION) --generate-hashes \
+	  pyproject.toml requirements-dev.in -o requirements-dev.txt
 	$(BIN)/uv pip compile --quiet --python-version $(PYTHON_VERSION) --generate-hashes \
 	  k8s/requirements.in -o k8s/requirements.txt
 
@@ -176,7 +189,7 @@ BENCH_SERVERS ?= broadcaster,baseline
 .PHONY: bench
 bench: venv ## Fan-out figures, broadcaster vs the how-to's design (BENCH_CONNECTIONS=1000,10000)
 	BENCH_CONNECTIONS="$(BENCH_CONNECTIONS)" BENCH_SERVERS="$(BENCH_SERVERS)" \
-	  PYTHONPATH=services $(BIN)/python -m bench
+	  PYTHONPATH=src:services $(BIN)/python -m bench
 
 ##@ Kubernetes
 

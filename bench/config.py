@@ -7,8 +7,8 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from shared import environment
-from shared.environment import ConfigurationError
+from live_notifications.shared import environment
+from live_notifications.shared.environment import ConfigurationError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ class Config:
     stall_seconds: float = 20.0
     #: Seconds of quiet before reading the server's memory.
     idle_seconds: float = 2.0
-    #: A git revision whose services/ to run (the broadcaster, the relay, the
+    #: A git revision whose src/ and services/ to run (the broadcaster, the relay, the
     #: Django project the servers load) instead of the working tree's; "": the tree's.
     revision: str = ""
     #: Where results (JSON lines) and plots (SVG) are written.

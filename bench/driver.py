@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import django
 
-from testing import SERVICES, PostgresServer, RedisServer
+from tests.servers import PostgresServer, RedisServer
 
 from . import floor, plots, report, stack, tokens
-from .config import Config
+from .config import ROOT, Config
 from .loadgen import (
     ConnectOrder,
     ConnectReport,
@@ -59,7 +59,7 @@ WRITES = "broadcaster_writes_total"
 
 
 def main() -> None:
-    from shared.environment import ConfigurationError
+    from live_notifications.shared.environment import ConfigurationError
 
     try:
         config = Config.from_env()
@@ -115,11 +115,11 @@ def main() -> None:
 
     records: list[Record] = []
     with contextlib.ExitStack() as cleanup:
-        services = SERVICES
+        tree = ROOT
         if config.revision:
             directory = Path(tempfile.mkdtemp(prefix="bench-revision-"))
             cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
-            services = stack.checkout(config.revision, directory)
+            tree = stack.checkout(config.revision, directory)
             print(f"bench: servers and relay from revision {config.revision}, in {directory}")
         postgres = PostgresServer()
         cleanup.callback(postgres.remove)
@@ -141,7 +141,7 @@ def main() -> None:
         started = time.monotonic()
         people = population.prepare(max(config.connections), config.share)
         print(f"bench: {len(people.users)} users ready in {time.monotonic() - started:.1f} s")
-        relay = stack.start_relay(env, services=services)
+        relay = stack.start_relay(env, tree=tree)
         cleanup.callback(relay.remove)
 
         sequence = 0
@@ -160,7 +160,7 @@ def main() -> None:
                     cpus=cpus,
                     env=env,
                     people=people,
-                    services=services,
+                    tree=tree,
                     relay=relay,
                 )
                 record = run.measure(sequence, use_uvloop=use_uvloop)
@@ -180,7 +180,7 @@ def main() -> None:
         site: list[Record] = []
         if config.tokens:
             print(f"\n--- web, {config.tokens:,} token requests")
-            site.append(tokens.measure(config, env, cpus, people, services=services))
+            site.append(tokens.measure(config, env, cpus, people, tree=tree))
             site[0].update(context)
             print(report.tokens_table(site))
             path = report.append(config.results_dir, site)
@@ -218,12 +218,12 @@ class Run:
         cpus: stack.Cpus,
         env: dict[str, str],
         people: Population,
-        services: Path,
+        tree: Path,
         relay: stack.Program,
     ) -> None:
         self.server, self.count, self.config, self.cpus, self.env = server, count, config, cpus, env
         self.people = people
-        self.services = services
+        self.tree = tree
         #: The relay, shared by every run: its CPU per event and memory are recorded.
         self.relay = relay
         self.process: stack.Program | None = None
@@ -242,7 +242,7 @@ class Run:
         allowed = self.people.allowed[: self.count]
         try:
             self.process = process = stack.start_server(
-                self.server, self.env, self.cpus, services=self.services
+                self.server, self.env, self.cpus, tree=self.tree
             )
             pid = process.pid
             time.sleep(config.idle_seconds)

@@ -5,7 +5,7 @@ those allowed to see the events belong to a group with ``auth.view_group``,
 and the events are about groups, so both servers find them visible through
 Django's ``ModelBackend``, as an administrator's change would be. Events are
 published exactly as the admin publishes them
-(:func:`web.notifications.publishing.publish` in a transaction: outbox,
+(:func:`live_notifications.publishing.publish` in a transaction: outbox,
 relay, Redis), and carry their sequence number in ``object_id``.
 """
 
@@ -29,10 +29,10 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
-from shared.events import Event
-from web.notifications.models import OutboxEvent
-from web.notifications.publishing import publish
-from web.notifications.tokens import token_for
+from live_notifications.models import OutboxEvent
+from live_notifications.publishing import publish
+from live_notifications.shared.events import Event
+from live_notifications.tokens import token_for
 
 GROUP = "bench viewers"
 #: Not a password: the marker of an unusable one, as Django's own starts with "!".

@@ -1,9 +1,9 @@
 """The processes a run needs, started as the services' tests start them, and /proc.
 
-PostgreSQL and Redis are :mod:`testing`'s (Debian's programs on free
+PostgreSQL and Redis are :mod:`tests.servers`'s (Debian's programs on free
 loopback ports); the relay, the broadcaster and the baseline are
-``python -m <module>`` on free ports, as :class:`testing.ServiceProcess`
-starts them, from the working tree's ``services/`` or from a git revision's
+``python -m <module>`` on free ports, as :class:`tests.servers.ServiceProcess`
+starts them, from the working tree's ``src/`` and ``services/`` or from a git revision's
 (:func:`checkout`). The server measured gets a CPU of its own
 (:class:`Cpus`); everything else, the load generator included, shares the
 others.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import redis
 
-from testing import SERVICES, free_port, http_get, http_status, metric_samples
+from tests.servers import free_port, http_get, http_status, metric_samples
 
 from .config import ROOT
 
@@ -41,13 +41,22 @@ STARTUP_TIMEOUT = 60.0
 
 
 def checkout(revision: str, directory: Path) -> Path:
-    """Extract ``services/`` of git ``revision`` into ``directory``.
+    """Extract the code of git ``revision`` (``src/`` where it has one, ``services/``)
+    into ``directory``, and return it: a tree for :class:`Program`.
 
     Read-only for the repository (``git archive``): the working tree and the
-    index are left alone. Returns the extracted ``services/``.
+    index are left alone.
     """
+    folders = [
+        folder
+        for folder in ("src", "services")
+        if subprocess.run(
+            ["git", "cat-file", "-e", f"{revision}:{folder}"], cwd=ROOT, check=False
+        ).returncode
+        == 0
+    ]
     archive = subprocess.run(
-        ["git", "archive", "--format=tar", revision, "services"],
+        ["git", "archive", "--format=tar", revision, *folders],
         cwd=ROOT,
         capture_output=True,
         check=False,
@@ -56,14 +65,21 @@ def checkout(revision: str, directory: Path) -> Path:
         raise RuntimeError(f"git archive {revision}: {archive.stderr.decode().strip()}")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(directory, filter="data")
-    return directory / "services"
+    return directory
+
+
+def package_program(tree: Path, name: str) -> str:
+    """The module of the package's program ``name`` (relay, broadcaster) in ``tree``:
+    revisions before the package ran them from ``services/`` as top-level modules."""
+    return f"live_notifications.{name}" if (tree / "src" / "live_notifications").is_dir() else name
 
 
 class Program:
-    """``python -m <module>`` from ``services``, on free ports, its output in a log file.
+    """``python -m <module>`` from ``tree`` (the package and the demo site), on free
+    ports, its output in a log file.
 
     ``<PREFIX>_HOST``, ``_PORT`` and ``_METRICS_PORT`` are set as
-    :class:`testing.ServiceProcess` sets them.
+    :class:`tests.servers.ServiceProcess` sets them.
     """
 
     def __init__(
@@ -72,7 +88,7 @@ class Program:
         prefix: str,
         env: dict[str, str],
         *,
-        services: Path = SERVICES,
+        tree: Path = ROOT,
         args: tuple[str, ...] = (),
         port: int | None = None,
     ) -> None:
@@ -82,10 +98,10 @@ class Program:
         self.http = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{module}-", suffix=".log")  # noqa: SIM115
         # The baseline (bench.baseline) is always the working tree's: the reference.
-        path = os.pathsep.join([str(services), str(ROOT)])
+        path = os.pathsep.join([str(tree / "src"), str(tree / "services"), str(ROOT)])
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, *args],
-            cwd=services,
+            cwd=tree,
             env={
                 **os.environ,
                 **env,
@@ -127,15 +143,13 @@ class Program:
         self.log.close()
 
 
-def start_relay(env: dict[str, str], *, services: Path = SERVICES) -> Program:
-    relay = Program("relay", "RELAY", env, services=services)
+def start_relay(env: dict[str, str], *, tree: Path = ROOT) -> Program:
+    relay = Program(package_program(tree, "relay"), "RELAY", env, tree=tree)
     relay.wait_ready(lambda: http_status(f"{relay.http}/readyz") == 200)
     return relay
 
 
-def start_server(
-    name: str, env: dict[str, str], cpus: Cpus, *, services: Path = SERVICES
-) -> Program:
+def start_server(name: str, env: dict[str, str], cpus: Cpus, *, tree: Path = ROOT) -> Program:
     """Start the server ``name`` pinned to :attr:`Cpus.server`; return it once it's ready.
 
     The baseline has no health check: it is ready once it listens and has
@@ -143,14 +157,14 @@ def start_server(
     """
     with cpus.pinned(cpus.server):  # children inherit the parent's affinity
         if name == "broadcaster":
-            process = Program("broadcaster", "BROADCASTER", env, services=services)
+            process = Program(package_program(tree, "broadcaster"), "BROADCASTER", env, tree=tree)
         else:
             compression = "none" if name == "baseline-plain" else "deflate"
             process = Program(
                 "bench.baseline",
                 "BASELINE",
                 {**env, "BASELINE_COMPRESSION": compression},
-                services=services,
+                tree=tree,
             )
     if name == "broadcaster":
         process.wait_ready(lambda: http_status(f"{process.http}/readyz") == 200)
@@ -165,9 +179,7 @@ def start_server(
     return process
 
 
-def start_web(
-    env: dict[str, str], cpus: Cpus, *, workers: int, services: Path = SERVICES
-) -> Program:
+def start_web(env: dict[str, str], cpus: Cpus, *, workers: int, tree: Path = ROOT) -> Program:
     """Start the site as its image does (gunicorn, ``web/gunicorn_conf.py``), every
     worker pinned to :attr:`Cpus.server`, on loopback alone; return it once it answers."""
     port = free_port()
@@ -176,7 +188,7 @@ def start_web(
             "gunicorn",
             "WEB",
             {**env, "WEB_CONCURRENCY": str(workers)},
-            services=services,
+            tree=tree,
             # The command line wins over the configuration file's 0.0.0.0.
             args=(
                 "--config",
@@ -359,7 +371,7 @@ def machine() -> dict[str, object]:
 
 def revision(measured: str = "") -> dict[str, object]:
     """The git revision measured: ``measured``, or the working tree's ``HEAD`` and
-    whether ``services/`` or ``bench/`` differ from it (what ran is then not it)."""
+    whether ``src/``, ``services/`` or ``bench/`` differ from it (what ran is then not it)."""
 
     def git(*args: str) -> str:
         try:
@@ -374,7 +386,7 @@ def revision(measured: str = "") -> dict[str, object]:
             "services_from": f"revision {measured}",
             "dirty": False,
         }
-    changed = git("status", "--porcelain", "--", "services", "bench")
+    changed = git("status", "--porcelain", "--", "src", "services", "bench")
     return {
         "revision": git("rev-parse", "--short=12", "HEAD") or "unknown",
         "services_from": "working tree",
@@ -390,7 +402,7 @@ def _version(distribution: str) -> str | None:
 
 
 def program(name: str) -> str | None:
-    """Where ``name`` is: on PATH or in Debian's PostgreSQL directories (as :mod:`testing`)."""
+    """Where ``name`` is: on PATH or in Debian's PostgreSQL directories, as the tests look."""
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
     return shutil.which(name) or next(iter(candidates), None)
 

@@ -124,19 +124,19 @@ def _total(read: Callable[[int], float], pids: Sequence[int]) -> float:
 
 
 def measure(
-    config: Config, env: dict[str, str], cpus: stack.Cpus, people: Population, *, services: Path
+    config: Config, env: dict[str, str], cpus: stack.Cpus, people: Population, *, tree: Path
 ) -> Record:
     """Start the site, request ``config.tokens`` tokens, check them; the record."""
     from django.conf import settings
 
-    from web.notifications.tokens import user_for
+    from live_notifications.tokens import user_for
 
     from . import population
 
     users = people.users
     keys = population.sessions(users, config.tokens)
     requests = [request(settings.SESSION_COOKIE_NAME, key) for key in keys]
-    web = stack.start_web(env, cpus, workers=config.web_workers, services=services)
+    web = stack.start_web(env, cpus, workers=config.web_workers, tree=tree)
     try:
         processes = [web.pid, *stack.children(web.pid)]
         time.sleep(config.idle_seconds)

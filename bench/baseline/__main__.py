@@ -16,7 +16,7 @@ in the same run. What it does, as the how-to does:
   ``redis.asyncio``, on which the relay publishes every event too.
 
 Three differences, none of them in the fan-out path: the token is checked
-by ``web.notifications.tokens.user_for`` (``get_user()`` with this project's
+by ``live_notifications.tokens.user_for`` (``get_user()`` with this project's
 WebSocket scope, so that the bench's tokens work for both servers); the
 server greets each client once it is registered ("Hello <username>!", as the
 how-to's authentication step does), so that the load generator knows it is
@@ -48,8 +48,8 @@ from redis import asyncio as aioredis  # noqa: E402
 from websockets.asyncio.server import ServerConnection, broadcast, serve  # noqa: E402
 from websockets.frames import CloseCode  # noqa: E402
 
-from shared.events import CHANNEL  # noqa: E402
-from web.notifications.tokens import user_for  # noqa: E402
+from live_notifications.shared.events import CHANNEL  # noqa: E402
+from live_notifications.tokens import user_for  # noqa: E402
 
 #: Each authenticated connection, with the content types it may see.
 CONNECTIONS: dict[ServerConnection, dict[str, set[int]]] = {}

@@ -85,7 +85,7 @@ or name yours with K8S_INGRESS_NAMESPACE and K8S_INGRESS_SERVICE."
 build_image() {
   scripts/init-env.sh
   scripts/choose-base-images.sh
-  cp /etc/ssl/certs/ca-certificates.crt services/build-ca.crt 2>/dev/null || : >services/build-ca.crt
+  cp /etc/ssl/certs/ca-certificates.crt services/web/build-ca.crt 2>/dev/null || : >services/web/build-ca.crt
   $COMPOSE build web
 }
 

@@ -15,14 +15,16 @@ import pytest
 import yaml
 from manifests import (
     K8S,
+    LAUNCHER_READS,
     NAMESPACE_KUSTOMIZATION,
     OVERLAYS,
     PROGRAMS,
     ROOT,
-    SERVICES,
+    SRC,
     Manifest,
     program_modules,
     reads,
+    source,
 )
 
 
@@ -76,28 +78,28 @@ def program_reads() -> dict[str, dict[str, ast.expr | None]]:
     """By compose service: the variables its program reads, and their defaults."""
     result: dict[str, dict[str, ast.expr | None]] = {}
     for service in PROGRAMS:
-        result[service] = {}
+        result[service] = dict(LAUNCHER_READS.get(service, {}))
         for module in program_modules(service):
-            result[service].update(reads(SERVICES / module))
+            result[service].update(reads(source(module)))
     return result
 
 
-def _config_class(package: str) -> Any:
-    sys.path.insert(0, str(SERVICES))
+def _config_class(program: str) -> Any:
+    sys.path.insert(0, str(SRC))
     try:
-        module = importlib.import_module(f"{package}.config")
+        module = importlib.import_module(f"live_notifications.{program}.config")
     finally:
-        sys.path.remove(str(SERVICES))
+        sys.path.remove(str(SRC))
     return module.Config
 
 
 @pytest.fixture(scope="session")
 def broadcaster_config() -> Any:
-    """services/broadcaster/config.py's Config class (its defaults)."""
+    """src/live_notifications/broadcaster/config.py's Config class (its defaults)."""
     return _config_class("broadcaster")
 
 
 @pytest.fixture(scope="session")
 def relay_config() -> Any:
-    """services/relay/config.py's Config class (its defaults)."""
+    """src/live_notifications/relay/config.py's Config class (its defaults)."""
     return _config_class("relay")

@@ -16,7 +16,16 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The demo Django project (package ``web``) and the edge's configuration.
 SERVICES = ROOT / "services"
+#: The installable package, ``live_notifications``: the app, the relay, the
+#: broadcaster and the modules they share.
+SRC = ROOT / "src"
+PACKAGE = SRC / "live_notifications"
+#: The image the programs run in, built from the repository's root.
+DOCKERFILE = SERVICES / "web" / "Dockerfile"
+#: Where the package declares its console scripts ([project.scripts]).
+PYPROJECT = ROOT / "pyproject.toml"
 K8S = ROOT / "k8s"
 
 #: Every kustomization a user may apply for the product, by the name the tests use.
@@ -36,19 +45,40 @@ APP_IMAGE = "django-realtime-notifications/app:dev"
 METRICS = "metrics"
 
 #: The modules each program's environment is read in, by compose service,
-#: besides the shared ones they import (:func:`program_modules`). The
-#: broadcaster, the relay and the migrations load the Django settings too.
+#: besides the package's and the project's modules they import
+#: (:func:`program_modules`). Each is named as imported, relative to the root
+#: its package lives in (:data:`PACKAGE_ROOTS`). The broadcaster, the relay
+#: and the migrations load the Django settings too; the migrations run as
+#: `django-admin migrate_when_ready`, the management command.
 SETTINGS = ["web/settings/base.py", "web/settings/production.py"]
 PROGRAMS = {
     "web": [*SETTINGS, "web/wsgi.py", "web/gunicorn_conf.py"],
-    "broadcaster": [*SETTINGS, "broadcaster/__main__.py", "broadcaster/config.py"],
-    "relay": [*SETTINGS, "relay/__main__.py", "relay/config.py"],
+    "broadcaster": [
+        *SETTINGS,
+        "live_notifications/broadcaster/__main__.py",
+        "live_notifications/broadcaster/config.py",
+    ],
+    "relay": [
+        *SETTINGS,
+        "live_notifications/relay/__main__.py",
+        "live_notifications/relay/config.py",
+    ],
     "migrate": [
         *SETTINGS,
-        "web/manage.py",
-        "web/notifications/management/commands/migrate_when_ready.py",
+        "live_notifications/management/commands/migrate_when_ready.py",
     ],
 }
+#: What a program's launcher reads before any module of ours runs, with its
+#: default (None: required). django-admin (Django's own, unlike manage.py)
+#: has no default settings module.
+LAUNCHER_READS: dict[str, dict[str, ast.expr | None]] = {
+    "migrate": {"DJANGO_SETTINGS_MODULE": None},
+}
+#: Modules that read the environment though no container runs them:
+#: test_parity.py checks that no command of compose.yaml or the manifests
+#: names them. manage.py is the demo project's command line, for developers
+#: and the image's build (collectstatic); the containers run django-admin.
+NOT_RUN = {"web/manage.py"}
 
 Manifest = dict[str, Any]
 
@@ -228,7 +258,7 @@ def compose_environment(service: Manifest) -> dict[str, str]:
 # The programs.
 
 
-#: shared/environment.py's readers: ``environment.integer("NAME", default)``.
+#: live_notifications/shared/environment.py's readers: ``environment.integer("NAME", default)``.
 READERS = {"string", "integer", "number", "boolean", "string_list"}
 
 
@@ -258,15 +288,22 @@ def reads(path: Path) -> dict[str, ast.expr | None]:
     return found
 
 
-#: The packages of services/, whose imports the programs' modules follow.
-PACKAGES = {"shared", "web", "broadcaster", "relay"}
+#: The packages whose imports the programs' modules follow, and the folder
+#: each lives in: the installed package, and the demo project (PYTHONPATH).
+PACKAGE_ROOTS = {"live_notifications": SRC, "web": SERVICES}
+
+
+def source(module: str) -> Path:
+    """The file of a module named as in :data:`PROGRAMS` (``web/wsgi.py``)."""
+    return PACKAGE_ROOTS[module.split("/")[0].removesuffix(".py")] / module
 
 
 def program_modules(service: str) -> list[str]:
-    """PROGRAMS[service] and the modules of services/ they import, at any depth.
+    """PROGRAMS[service] and the package's and the project's modules they
+    import, at any depth.
 
-    Relative to services/: the relay and the broadcasters read their history
-    settings in shared/eventlog.py, for instance.
+    Named as in :data:`PROGRAMS`: the relay and the broadcasters read their
+    history settings in live_notifications/shared/eventlog.py, for instance.
     """
     found: list[str] = []
     pending = list(PROGRAMS[service])
@@ -274,20 +311,23 @@ def program_modules(service: str) -> list[str]:
         module = pending.pop(0)
         if module in found:
             continue
-        assert (SERVICES / module).is_file(), f"services/{module} doesn't exist"
+        assert source(module).is_file(), f"{source(module).relative_to(ROOT)} doesn't exist"
         found.append(module)
         for name in _imported(module):
-            path = name.replace(".", "/") + ".py"
-            if name.split(".")[0] in PACKAGES and (SERVICES / path).is_file():
-                pending.append(path)
+            if name.split(".")[0] not in PACKAGE_ROOTS:
+                continue
+            stem = name.replace(".", "/")
+            for path in (f"{stem}.py", f"{stem}/__init__.py"):
+                if source(path).is_file():
+                    pending.append(path)
     return found
 
 
 def _imported(module: str) -> list[str]:
-    """The dotted names ``module`` (relative to services/) imports, relative ones resolved."""
+    """The dotted names ``module`` (as in :data:`PROGRAMS`) imports, relative ones resolved."""
     package = module.removesuffix(".py").split("/")[:-1]
     names = []
-    for node in ast.walk(ast.parse((SERVICES / module).read_text())):
+    for node in ast.walk(ast.parse(source(module).read_text())):
         if isinstance(node, ast.ImportFrom):
             base = package[: len(package) - node.level + 1] if node.level else []
             origin = ".".join([*base, *([node.module] if node.module else [])])
@@ -298,12 +338,17 @@ def _imported(module: str) -> list[str]:
 
 
 def every_module_reading_the_environment() -> set[str]:
-    """The services' modules (tests aside) that read a variable, relative to services/."""
-    tests_only = {"conftest.py", "testing.py", "test.py"}
+    """The package's and the project's modules (tests aside) that read a
+    variable, named as in :data:`PROGRAMS`."""
+    # web/settings/test.py: the settings of the project's test suite.
+    tests_only = {"conftest.py", "test.py"}
     return {
-        str(path.relative_to(SERVICES))
-        for path in SERVICES.rglob("*.py")
-        if "tests" not in path.parts and path.name not in tests_only and reads(path)
+        str(path.relative_to(root))
+        for package, root in PACKAGE_ROOTS.items()
+        for path in (root / package).rglob("*.py")
+        if "tests" not in path.relative_to(root).parts
+        and path.name not in tests_only
+        and reads(path)
     }
 
 

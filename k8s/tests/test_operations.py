@@ -15,6 +15,7 @@ from manifests import (
     APP_IMAGE,
     K8S,
     OVERLAYS,
+    PACKAGE,
     SELF_CONTAINED,
     Manifest,
     container,
@@ -28,7 +29,7 @@ from manifests import (
 
 APPS = ("web", "broadcaster", "relay")
 #: The migrations' command, compose.yaml's `migrate` (test_parity.py).
-MIGRATE = ["python", "web/manage.py", "migrate_when_ready"]
+MIGRATE = ["django-admin", "migrate_when_ready"]
 #: Where the production overlay mounts the managed services' CA bundles.
 CA_BUNDLES = {
     "database-ca": "/etc/notifications/database-ca",
@@ -230,7 +231,7 @@ def test_autoscaler_scales_on_connections_and_cpu(
     assert pods["target"]["type"] == "AverageValue"
     assert int(pods["target"]["averageValue"]) == round(SCALE_AT * max_connections(docs))
     # The gauge the broadcasters serve on their metrics port.
-    source = (K8S.parent / "services" / "broadcaster" / "metrics.py").read_text()
+    source = (PACKAGE / "broadcaster" / "metrics.py").read_text()
     assert 'f"broadcaster_{name}"' in source and '("connections", "gauge"' in source
 
 

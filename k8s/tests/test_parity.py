@@ -11,20 +11,27 @@ app pod (test_operations.py checks they are alike): web's stands for them.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
+import tomllib
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from manifests import (
+    DOCKERFILE,
     K8S,
     METRICS,
+    NOT_RUN,
     OVERLAYS,
+    PACKAGE,
     PROGRAMS,
+    PYPROJECT,
     ROOT,
     SELF_CONTAINED,
     SERVICES,
+    SRC,
     Manifest,
     compose_environment,
     container,
@@ -39,6 +46,8 @@ from manifests import (
     pod_spec,
     program_modules,
     reads,
+    source,
+    workloads,
 )
 
 #: compose service → (kind, name) of its workload and the name of its container.
@@ -68,7 +77,7 @@ KUBERNETES_ONLY = {
     "broadcaster": {"BROADCASTER_MAX_CONNECTIONS"},
 }
 #: Variables an overlay may set beyond compose's though no program of
-#: services/ reads them: libpq's own (psycopg reads them in every app
+#: ours reads them: libpq's own (psycopg reads them in every app
 #: process), one for each option DATABASE_URL's query takes
 #: (web/settings/database.py). The query is the place for them; these are
 #: the way to set one for a whole overlay (PGSSLMODE=verify-full in its
@@ -152,8 +161,13 @@ def test_image_is_the_one_compose_builds_or_runs(
 
 
 def test_app_image_is_the_makefiles() -> None:
+    # APP_IMAGE's default, the demo image's name directly or through a variable.
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^APP_IMAGE \?= django-realtime-notifications/app:dev$", makefile, re.M)
+    definitions = dict(re.findall(r"^(\w+) [:?]?= (.+)$", makefile, re.M))
+    image = definitions["APP_IMAGE"]
+    while (reference := re.fullmatch(r"\$\((\w+)\)", image)) is not None:
+        image = definitions[reference.group(1)]
+    assert image == "django-realtime-notifications/app:dev"
 
 
 @pytest.mark.parametrize(("overlay", "service"), cases())
@@ -166,21 +180,121 @@ def test_command_is_composes(
     assert kubelet_expanded(box.get("args")) == compose_words(compose[service].get("command"))
 
 
+def dockerfile_stages() -> tuple[str, str]:
+    """The image's build stage and its final stage."""
+    build, _, final = DOCKERFILE.read_text().rpartition("\nFROM ")
+    return build, final
+
+
+def image_environment() -> dict[str, str]:
+    """What the image's final stage sets (ENV): in every container's environment."""
+    instructions = dockerfile_stages()[1].replace("\\\n", " ").splitlines()
+    return {
+        name: value
+        for line in instructions
+        if line.startswith("ENV ")
+        for name, value in re.findall(r"\b([A-Z][A-Z0-9_]*)=(\S+)", line)
+    }
+
+
+def console_scripts() -> dict[str, str]:
+    """The package's console scripts: name → ``module:function``."""
+    scripts: dict[str, str] = tomllib.loads(PYPROJECT.read_text())["project"]["scripts"]
+    return scripts
+
+
+def top_level_names(module: str) -> set[str]:
+    """The functions and classes a module (as in PROGRAMS) defines at its top level."""
+    return {
+        node.name
+        for node in ast.parse(source(module).read_text()).body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+    }
+
+
 @pytest.mark.parametrize("service", APP_SERVICES)
 def test_entry_scripts_are_in_the_image(compose: dict[str, Manifest], service: str) -> None:
-    # The image copies services/<folder> to /app/<folder>; web's script is the
-    # image's entrypoint, the others name theirs (the migrations, manage.py).
-    dockerfile = (SERVICES / "Dockerfile").read_text()
-    assert 'ENTRYPOINT ["/app/web/entrypoint.sh"]' in dockerfile
-    assert "WORKDIR /app" in dockerfile
-    entrypoint = compose[service].get("entrypoint", ["/app/web/entrypoint.sh"])
-    script = next(word for word in entrypoint if word.endswith((".sh", ".py")))
-    script = script.removeprefix("/app/")
-    assert (SERVICES / script).is_file(), script
-    if entrypoint[0].endswith(".sh"):
-        assert os.access(SERVICES / script, os.X_OK), f"{script} isn't executable"
-    folder = script.split("/")[0]
-    assert re.search(rf"^COPY {folder} {folder}$", dockerfile, re.M), f"the image lacks {folder}/"
+    # Every app service runs a program the image holds, and that PROGRAMS
+    # names (so the variables checked are the ones that program reads): the
+    # image's entrypoint, web's script, which the image copies from
+    # services/web to /app/web; a console script of the package, which the
+    # image installs into /opt/venv (on PATH); or django-admin (Django's, in
+    # the same virtualenv) with one of the package's management commands.
+    build, final = dockerfile_stages()
+    image_env = image_environment()
+    (default,) = re.findall(r"^ENTRYPOINT (\[.*\])$", final, re.M)
+    assert json.loads(default) == ["/app/web/entrypoint.sh"]
+    assert image_env["PATH"].startswith("/opt/venv/bin:")
+    assert re.search(r"^COPY --from=build /opt/venv /opt/venv$", final, re.M)
+    # The project's modules (web.…) are imported from /app.
+    assert image_env["PYTHONPATH"] == "/app"
+    argv = [*compose[service].get("entrypoint", json.loads(default))]
+    argv += compose[service].get("command", [])
+    program = argv[0]
+    if program.startswith("/"):
+        # A script of the project: /app/<folder>/ is what `COPY <origin> <folder>` copies.
+        assert re.search(r"^WORKDIR /app$", build, re.M)
+        assert re.search(r"^COPY --from=build /app /app$", final, re.M)
+        copies = re.findall(r"^COPY (\S+) (\S+)$", build, re.M)
+        copied = {target: origin for origin, target in copies}
+        folder, _, rest = program.removeprefix("/app/").partition("/")
+        assert folder in copied, f"the image lacks /app/{folder}/"
+        assert build.index("\nWORKDIR /app\n") < build.index(f"\nCOPY {copied[folder]} {folder}\n")
+        script = ROOT / copied[folder] / rest
+        assert script.is_file(), script
+        assert os.access(script, os.X_OK), f"{script} isn't executable"
+        # What it starts is the program PROGRAMS names (gunicorn's config, the app).
+        started = re.findall(r"\b(web(?:\.\w+)+)\b", script.read_text().rpartition("\nexec ")[2])
+        assert started, f"{script} starts none of the project's modules"
+        for name in started:
+            assert name.replace(".", "/") + ".py" in PROGRAMS[service], name
+    elif program == "django-admin":
+        # Django's: no default settings module, so the image names one
+        # (compose and the manifests may name another: LAUNCHER_READS).
+        named = compose_environment(compose[service]).get(
+            "DJANGO_SETTINGS_MODULE", image_env["DJANGO_SETTINGS_MODULE"]
+        )
+        settings = named.replace(".", "/") + ".py"
+        assert settings in PROGRAMS[service], settings
+        installed = (SERVICES / "web" / "settings" / "base.py").read_text()
+        assert '"live_notifications",' in installed, "the demo project lacks the app"
+        command = f"live_notifications/management/commands/{argv[1]}.py"
+        assert (PACKAGE / "management" / "commands" / f"{argv[1]}.py").is_file(), command
+        assert "Command" in top_level_names(command), command
+        assert command in PROGRAMS[service], command
+    else:
+        # A console script of the package, which the image builds and installs.
+        assert re.search(r"^COPY pyproject\.toml\b", build, re.M)
+        assert re.search(r"^COPY src \S+$", build, re.M)
+        assert re.search(r"/opt/venv/bin/pip install .*\.whl", build)
+        scripts = console_scripts()
+        assert program in scripts, f"pyproject.toml declares no script {program}"
+        module, _, function = scripts[program].partition(":")
+        path = module.replace(".", "/") + ".py"
+        assert (SRC / path).is_file(), scripts[program]
+        assert function in top_level_names(path), scripts[program]
+        assert path in PROGRAMS[service], f"{program} runs {path}, not {service}'s program"
+
+
+def test_modules_not_run_are_run_nowhere(
+    rendered: dict[str, list[Manifest]], compose: dict[str, Manifest]
+) -> None:
+    # NOT_RUN's modules read the environment, and no container runs them.
+    commands = [
+        [*service.get("entrypoint", []), *service.get("command", [])]
+        for service in compose.values()
+    ]
+    commands += [
+        [*box.get("command", []), *box.get("args", [])]
+        for docs in rendered.values()
+        for workload in workloads(docs)
+        for box in containers(workload)
+    ]
+    for module in NOT_RUN:
+        assert source(module).is_file(), module
+        name = module.rpartition("/")[2]
+        for command in commands:
+            assert not any(name in word for word in command), command
 
 
 # Environment variables.
@@ -188,7 +302,10 @@ def test_entry_scripts_are_in_the_image(compose: dict[str, Manifest], service: s
 
 def test_every_module_reading_the_environment_is_known() -> None:
     known = {module for service in PROGRAMS for module in program_modules(service)}
-    assert every_module_reading_the_environment() <= known
+    reading = every_module_reading_the_environment()
+    assert reading - NOT_RUN <= known, sorted(reading - NOT_RUN - known)
+    # The walk finds the package's modules and the project's.
+    assert {"live_notifications/shared/eventlog.py", "web/settings/base.py"} <= reading & known
 
 
 @pytest.mark.parametrize(("overlay", "service"), cases())
@@ -219,8 +336,7 @@ def test_programs_read_every_variable_and_get_the_required_ones(
 ) -> None:
     docs = rendered[overlay]
     # What the image's final stage sets (ENV) is in every container's environment.
-    final_stage = (SERVICES / "Dockerfile").read_text().rpartition("\nFROM ")[2]
-    from_image = set(re.findall(r"\b([A-Z][A-Z0-9_]*)=", final_stage.partition("\nRUN ")[0]))
+    from_image = set(image_environment())
     for service, box in app_containers(docs):
         reads = program_reads[service]
         required = {name for name, default in reads.items() if default is None} - from_image
@@ -356,8 +472,9 @@ def test_composes_defaults_are_the_programs(
     read = {
         name
         for module in program_modules(service)
-        if module == f"{service}/config.py" or module.startswith("shared/")
-        for name in reads(SERVICES / module)
+        if module == f"live_notifications/{service}/config.py"
+        or module.startswith("live_notifications/shared/")
+        for name in reads(source(module))
     }
     env = compose_environment(compose[service])
     given = {
@@ -374,7 +491,8 @@ def test_composes_defaults_are_the_programs(
 
 def compose_healthcheck_url(compose: dict[str, Manifest], service: str) -> Any:
     test = compose[service]["healthcheck"]["test"]
-    assert test[:4] == ["CMD", "python", "-m", "shared.healthcheck"], test
+    assert test[:4] == ["CMD", "python", "-m", "live_notifications.shared.healthcheck"], test
+    assert source("live_notifications/shared/healthcheck.py").is_file()
     return urlsplit(test[4])
 
 
@@ -444,7 +562,7 @@ def test_metrics_ports_are_published_nowhere(
 
 def test_image_exposes_the_programs_ports(broadcaster_config: Any, relay_config: Any) -> None:
     # EXPOSE documents the ports: every public one, the metrics port maybe.
-    (exposed,) = re.findall(r"^EXPOSE (.+)$", (SERVICES / "Dockerfile").read_text(), re.M)
+    (exposed,) = re.findall(r"^EXPOSE (.+)$", DOCKERFILE.read_text(), re.M)
     ports = program_ports(broadcaster_config, relay_config)
     public = {by_name[PUBLIC_PORTS[name]] for name, by_name in ports.items()}
     metrics = {by_name[METRICS] for by_name in ports.values()}
@@ -508,10 +626,10 @@ def test_http_probes_are_composes_and_answered(
     )
     assert broadcaster["livenessProbe"]["httpGet"]["path"] == "/healthz"
     # The programs answer them.
-    health = module_constant(SERVICES / "web" / "notifications" / "operations.py", "HEALTH_PATH")
+    health = module_constant(PACKAGE / "operations.py", "HEALTH_PATH")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert web[probe]["httpGet"]["path"] == health
-    server = (SERVICES / "broadcaster" / "server.py").read_text()
+    server = (PACKAGE / "broadcaster" / "server.py").read_text()
     for probe in ("readinessProbe", "livenessProbe"):
         assert f'path == "{broadcaster[probe]["httpGet"]["path"]}"' in server
     for box, name in ((web, "web"), (broadcaster, "broadcaster")):
@@ -533,7 +651,7 @@ def test_relay_probes_are_composes_and_answered(
     assert liveness["path"] == "/healthz"
     assert {readiness["port"], liveness["port"]} <= {port["name"] for port in relay["ports"]}
     # The program answers them (its own modules, or shared ones).
-    modules = [*(SERVICES / "relay").glob("*.py"), *(SERVICES / "shared").glob("*.py")]
+    modules = [*(PACKAGE / "relay").glob("*.py"), *(PACKAGE / "shared").glob("*.py")]
     strings = {
         node.value
         for module in modules
@@ -656,7 +774,7 @@ def test_edge_routes_as_composes(
     }
     assert "/metrics" not in HAPROXY
     # The address web gives clients is under /ws/.
-    assert '/ws/"' in (SERVICES / "web" / "notifications" / "views.py").read_text()
+    assert '/ws/"' in (PACKAGE / "views.py").read_text()
     (tunnel,) = re.findall(r"^\s*timeout tunnel (\S+)$", HAPROXY, re.M)
     websocket, site = routes["/ws"][2], routes["/"][2]
     if any(d["kind"] == "Ingress" for d in docs):

@@ -10,12 +10,12 @@ import re
 
 import pytest
 from manifests import (
+    DOCKERFILE,
     INGRESS_PEER,
     K8S,
     METRICS,
     OVERLAYS,
     SELF_CONTAINED,
-    SERVICES,
     Manifest,
     components_of,
     container_ports,
@@ -28,7 +28,7 @@ from manifests import (
 )
 from manifests import workloads as all_workloads
 
-#: The app image's user (services/Dockerfile).
+#: The app image's user (services/web/Dockerfile).
 APP_UID = 10001
 #: The seccomp profiles the restricted standard allows.
 SECCOMP_PROFILES = {"RuntimeDefault", "Localhost"}
@@ -125,7 +125,7 @@ def test_weakenings_are_seen() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_app_runs_as_the_images_user(rendered: dict[str, list[Manifest]], overlay: str) -> None:
-    dockerfile = (SERVICES / "Dockerfile").read_text()
+    dockerfile = DOCKERFILE.read_text()
     assert f"--uid {APP_UID}" in dockerfile
     assert f"USER {APP_UID}:{APP_UID}" in dockerfile
     for name in ("web", "broadcaster", "relay"):

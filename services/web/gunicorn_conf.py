@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from shared import environment, metricsserver
-from web.notifications import metrics
+from live_notifications import metrics
+from live_notifications.shared import environment, metricsserver
 
 bind = f"0.0.0.0:{environment.integer('WEB_PORT', 8000, minimum=1)}"
 #: Where the master serves /metrics, for all workers at once (not a gunicorn setting).

@@ -5,5 +5,5 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("", include("web.notifications.urls")),
+    path("", include("live_notifications.urls")),
 ]

@@ -58,8 +58,8 @@ from typing import TypeVar
 from websockets.exceptions import InvalidHandshake
 from websockets.sync.client import connect
 
-from shared.environment import boolean, string
-from testing import metric_samples
+from live_notifications.shared.environment import boolean, string
+from tests.servers import metric_samples
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared import environment, redisurl
+from live_notifications.shared import environment, redisurl
 
 from .database import database_from_url
 
@@ -27,11 +27,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "web.notifications",
+    "live_notifications",
 ]
 
 MIDDLEWARE = [
-    "web.notifications.operations.OperationsMiddleware",
+    "live_notifications.operations.OperationsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves collected static files from gunicorn, so that the same image works
     # behind any proxy or Kubernetes ingress without a shared volume.
@@ -84,12 +84,15 @@ AUTHENTICATION_BACKENDS = [
     "sesame.backends.ModelBackend",
 ]
 
-# django-sesame: tokens live 30 s, long enough to load a page and connect.
-SESAME_MAX_AGE = environment.integer("SESAME_MAX_AGE", 30, minimum=1)
-#: Scope of WebSocket tokens: they are not login links, and the reverse.
-WEBSOCKET_TOKEN_SCOPE = "websocket"  # noqa: S105 - a scope name, not a secret
+# live_notifications, as its README says; the other settings keep their
+# defaults (browsers may connect from CSRF_TRUSTED_ORIGINS). WebSocket tokens
+# live 30 s, long enough to load a page and connect; the site has no login
+# links, so django-sesame's own lifetime (set, so that tokens carry a date) is
+# the same.
+LIVE_NOTIFICATIONS_TOKEN_MAX_AGE = environment.integer("SESAME_MAX_AGE", 30, minimum=1)
+SESAME_MAX_AGE = LIVE_NOTIFICATIONS_TOKEN_MAX_AGE
 #: Address the page connects to; empty means ``ws(s)://<this host>/ws/``.
-WEBSOCKET_URL = environment.string("WEBSOCKET_URL", "")
+LIVE_NOTIFICATIONS_WEBSOCKET_URL = environment.string("WEBSOCKET_URL", "")
 
 LOGIN_URL = "admin:login"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from shared.environment import ConfigurationError
+from live_notifications.shared.environment import ConfigurationError
 
 #: Options with a fixed set of values (libpq's documentation lists them).
 CHOICES: dict[str, frozenset[str]] = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared import environment
+from live_notifications.shared import environment
 
 from .base import *  # noqa: F403
 

@@ -19,8 +19,8 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 
-from testing import SERVICES, PostgresServer, free_port, http_status, wait_until
-from web.notifications.models import OutboxEvent
+from live_notifications.models import OutboxEvent
+from tests.servers import PYTHONPATH, SERVICES, PostgresServer, free_port, http_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,7 +33,7 @@ def test_entrypoint_serves_the_site_and_static_files(
     not_a_directory.touch()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")},
-        "PYTHONPATH": str(SERVICES),
+        "PYTHONPATH": PYTHONPATH,
         # gunicorn from this environment, as the image has it on PATH.
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "DJANGO_SETTINGS_MODULE": "web.settings.production",
@@ -140,7 +140,7 @@ def gunicorn(
 ) -> Iterator[Gunicorn]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "WEB_"))},
-        "PYTHONPATH": str(SERVICES),
+        "PYTHONPATH": PYTHONPATH,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         # The test's settings: the same secret key signs the sessions made here.
         "DJANGO_SETTINGS_MODULE": "web.settings.test",

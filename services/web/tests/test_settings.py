@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from testing import SERVICES
+from tests.servers import PYTHONPATH, SERVICES
 
 
 def load_settings(module: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -14,7 +14,7 @@ def load_settings(module: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); print('loaded')"],
         cwd=SERVICES,
-        env={**base, "PYTHONPATH": str(SERVICES), "DJANGO_SETTINGS_MODULE": module, **env},
+        env={**base, "PYTHONPATH": PYTHONPATH, "DJANGO_SETTINGS_MODULE": module, **env},
         capture_output=True,
         text=True,
     )

@@ -1,9 +1,0 @@
-"""A project with a user model of its own, as adopters have: the package must work with it.
-
-``test_project.settings`` is the test settings with ``AUTH_USER_MODEL``
-swapped for :class:`accounts.models.Person`: email login, a UUID primary
-key, tables named otherwise than ``auth_user``; and the notifications app
-relabelled ``live``. ``make unit`` runs
-``test_project/tests`` with these settings, in a pytest run of its own
-(``--ds=test_project.settings``): a user model is chosen once per process.
-"""
