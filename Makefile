@@ -89,7 +89,7 @@ scale: ## Set the number of broadcasters of the running stack: make scale BROADC
 .PHONY: token
 token: ## Print a fresh WebSocket token for a user: make token USER=name
 	@[ "$(origin USER)" = "command line" ] || { echo "usage: make token USER=<username>" >&2; exit 2; }
-	@$(COMPOSE) exec -T web python web/manage.py websocket_token "$(USER)"
+	@$(COMPOSE) exec -T web django-admin websocket_token "$(USER)"
 
 .PHONY: superuser
 superuser: ## Create an administrator, interactively or from DJANGO_SUPERUSER_USERNAME/_PASSWORD/_EMAIL
@@ -98,9 +98,9 @@ superuser: ## Create an administrator, interactively or from DJANGO_SUPERUSER_US
 	    -e DJANGO_SUPERUSER_USERNAME="$$DJANGO_SUPERUSER_USERNAME" \
 	    -e DJANGO_SUPERUSER_PASSWORD="$${DJANGO_SUPERUSER_PASSWORD:?set it too}" \
 	    -e DJANGO_SUPERUSER_EMAIL="$${DJANGO_SUPERUSER_EMAIL:-}" \
-	    web python web/manage.py createsuperuser --noinput; \
+	    web django-admin createsuperuser --noinput; \
 	else \
-	  $(COMPOSE) exec web python web/manage.py createsuperuser; \
+	  $(COMPOSE) exec web django-admin createsuperuser; \
 	fi
 
 ##@ Development
@@ -127,7 +127,7 @@ SHELL_SCRIPTS := .ci/run $(wildcard scripts/*.sh images/*.sh images/*/*.sh k8s/s
 lint: venv ## Check formatting, lint and types (ruff, mypy, shellcheck)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy src services tests/e2e tests/adoption bench
+	$(BIN)/mypy src services tests/e2e tests/adoption tests/test_docs.py bench
 	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck" >&2; exit 1; }
 	shellcheck $(SHELL_SCRIPTS)
 
@@ -138,7 +138,7 @@ format: venv ## Format the code and apply safe lint fixes
 
 .PHONY: unit
 unit: venv ## The package's, the demo's and the bench's tests, against PostgreSQL and Redis servers they start
-	$(BIN)/pytest src services tests/test_servers.py tests/adoption bench
+	$(BIN)/pytest src services tests/test_servers.py tests/test_docs.py tests/adoption bench
 	@# A project with its own user model: a user model is chosen once per process.
 	$(BIN)/pytest --ds=live_notifications.tests.project.settings src/live_notifications/tests/project
 
@@ -156,11 +156,11 @@ fuzz: venv ## Fuzz the broadcaster's request and frame readers (FUZZ_SECONDS=300
 
 .PHONY: e2e
 e2e: venv ## End-to-end suite: starts its own stack (project notifications-e2e), drives it, removes it
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests/e2e
 
 .PHONY: e2e-external
 e2e-external: venv ## End-to-end suite against the running stack (make up), left running
-	E2E_EXTERNAL_STACK=true $(BIN)/pytest tests
+	E2E_EXTERNAL_STACK=true $(BIN)/pytest tests/e2e
 
 .PHONY: test
 test: lint unit k8s-check e2e ## The whole test suite: checks, unit tests, manifests, end to end

@@ -215,7 +215,7 @@ The stack is up (kubectl context: $("$KUBECTL" config current-context), namespac
   WebSocket         ws://localhost:$SITE_PORT/ws/   (same origin, through the ingress)
   WebSocket direct  ws://localhost:$WEBSOCKET_PORT/   (one broadcaster, through port-forward)
 Next: k8s/scripts/local-cluster.sh superuser (with DJANGO_SUPERUSER_*) or
-      kubectl -n $NAMESPACE exec -it deployment/web -- python web/manage.py createsuperuser
+      kubectl -n $NAMESPACE exec -it deployment/web -- django-admin createsuperuser
 Forwarding until Ctrl-C.
 EOF
 }
@@ -227,7 +227,7 @@ run_suite() {
   make --no-print-directory venv
   forward
   E2E_EXTERNAL_STACK=true E2E_STACK_COMMAND=k8s/scripts/local-cluster.sh E2E_DIRECT_BALANCED=false \
-    SITE_PORT=$SITE_PORT WEBSOCKET_PORT=$WEBSOCKET_PORT .venv/bin/pytest tests
+    SITE_PORT=$SITE_PORT WEBSOCKET_PORT=$WEBSOCKET_PORT .venv/bin/pytest tests/e2e
 }
 
 # What the suite (or you) does to the running stack.
@@ -259,14 +259,14 @@ case ${1:-} in
     ;;
   token)
     [[ -n ${2:-} ]] || die "usage: $0 token USER"
-    k exec deployment/web -c web -- python web/manage.py websocket_token "$2"
+    k exec deployment/web -c web -- django-admin websocket_token "$2"
     ;;
   superuser)
     k exec deployment/web -c web -- env \
       DJANGO_SUPERUSER_USERNAME="${DJANGO_SUPERUSER_USERNAME:?set it}" \
       DJANGO_SUPERUSER_PASSWORD="${DJANGO_SUPERUSER_PASSWORD:?set it}" \
       DJANGO_SUPERUSER_EMAIL="${DJANGO_SUPERUSER_EMAIL:-}" \
-      python web/manage.py createsuperuser --noinput
+      django-admin createsuperuser --noinput
     ;;
   scale)
     [[ ${2:-} =~ ^[0-9]+$ ]] || die "usage: $0 scale N"

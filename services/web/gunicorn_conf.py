@@ -1,4 +1,4 @@
-"""gunicorn settings, from the environment (see the README's configuration table)."""
+"""gunicorn settings, from the environment (docs/reference/environment.md lists them)."""
 
 from __future__ import annotations
 

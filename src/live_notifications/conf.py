@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 
 PREFIX = "LIVE_NOTIFICATIONS_"
 
-#: Name (without the prefix), default. The README's settings table lists them
+#: Name (without the prefix), default. docs/reference/settings.md lists them
 #: with their meaning; a test keeps the two equal.
 DEFAULTS: dict[str, Any] = {
     # The django-sesame scope of WebSocket tokens: they are not login links,

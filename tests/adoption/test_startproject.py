@@ -265,9 +265,11 @@ class Project:
                     "DJANGO_SETTINGS_MODULE": f"{PROJECT}.settings",
                     "REDIS_URL": self.redis_server.url,
                 }
-            case ["live-notifications-relay"]:
+            case ["RELAY_METRICS_PORT=9001", "live-notifications-relay"]:
+                # The metrics port moves off the broadcaster's here; the test
+                # gives each program free ports of its own anyway.
                 relay = RelayProcess(
-                    self.program_env(), command=self.script(command), cwd=self.directory
+                    self.program_env(), command=self.script(command[-1:]), cwd=self.directory
                 )
                 self.started.append(relay)
                 relay.wait_ready()

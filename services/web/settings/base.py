@@ -1,6 +1,6 @@
 """Settings shared by every environment. Everything comes from the environment.
 
-The variables are listed in the README's configuration table.
+The variables are listed in docs/reference/environment.md.
 """
 
 from __future__ import annotations

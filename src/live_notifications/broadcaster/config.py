@@ -1,6 +1,6 @@
 """The broadcaster's configuration, read once from the environment.
 
-Every variable is listed in the README's configuration table.
+Every variable is listed in docs/reference/environment.md (a test keeps them equal).
 """
 
 from __future__ import annotations

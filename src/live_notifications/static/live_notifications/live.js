@@ -1,6 +1,6 @@
 // Shows admin changes as they happen, and resumes after a disconnection.
 //
-// Protocol (see the README): fetch a short-lived token from Django, open the
+// Protocol (docs/reference/websocket.md): fetch a short-lived token from Django, open the
 // WebSocket and send, as the first message, the JSON object
 // {"token": <token>, "last_id": <the last id seen, or null>}. The server
 // answers {"type": "welcome", "id", "recovered"}, then sends one JSON message
