@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 # The stack. `docker compose` (v2) if installed, else docker-compose (1.29).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 BROADCASTERS ?= 3
-# The demo site's image, built here; set APP_IMAGE (and DJANGO_SETTINGS_MODULE)
+# The demo site's image, built here; set APP_IMAGE (and APP_SETTINGS_MODULE)
 # to run your project's own image instead, used as it is.
 DEMO_IMAGE := django-realtime-notifications/app:dev
 APP_IMAGE ?= $(DEMO_IMAGE)

@@ -7,7 +7,7 @@ wheel installed into a clean virtualenv (which must bring its
 dependencies), the settings and URLs appended as written, ``migrate``,
 ``check``, the two programs started by their console scripts from the
 project's directory. Then, with real PostgreSQL, Redis, relay, broadcaster
-and the project's own site (``runserver``): an admin change made over HTTP
+and the project's own site (under gunicorn): an admin change made over HTTP
 reaches a superuser and a member of a group that may view the model, not a
 user without the permission; a permission granted while connected takes
 effect; deactivating a user closes its connection 1008; a client resumes
@@ -167,6 +167,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         constraints,
         wheel,
         "psycopg[binary]",
+        "gunicorn",  # the project's server
         cwd=directory,
         env=env,
     )
@@ -317,33 +318,34 @@ class Project:
 
 
 @pytest.fixture
-def adopted(venv: Path, project: Path, redis_server: RedisServer) -> Iterator[tuple[Project, str]]:
-    """The README followed to its end; the project's site, under runserver, and its URL."""
+def adopted(
+    venv: Path, project: Path, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[tuple[Project, str]]:
+    """The README followed to its end; the project's site, under gunicorn, and its URL."""
     followed = Project(venv, project, redis_server)
-    port = free_port()
-    site = subprocess.Popen(
-        [
-            followed.venv / "bin" / "python",
-            "manage.py",
-            "runserver",
-            f"127.0.0.1:{port}",
-            "--noreload",
-        ],
-        cwd=project,
-        env=followed.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    site: subprocess.Popen[bytes] | None = None
+    log = tmp_path / "site.log"
     try:
         for command in readme.steps().commands:
             followed.follow(command)
         assert followed.broadcaster is not None, "the README starts no broadcaster"
+        port = free_port()
+        with log.open("wb") as output:
+            site = subprocess.Popen(
+                [followed.venv / "bin" / "gunicorn", f"--bind=127.0.0.1:{port}", f"{PROJECT}.wsgi"],
+                cwd=project,
+                env=followed.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_status(f"{url}/admin/login/") == 200, "the site to answer")
         yield followed, url
     finally:
-        site.terminate()
-        site.wait()
+        if site is not None:
+            site.terminate()
+            site.wait()
+            print(log.read_text(errors="replace")[-3000:])  # shown if the test fails
         followed.stop()
 
 
