@@ -86,7 +86,18 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 id="live_notifications.E005",
             )
         )
-    bad = [origin for origin in origins if not _is_origin(origin)]
+    wildcards = [origin for origin in origins if isinstance(origin, str) and "*" in origin]
+    if wildcards:
+        messages.append(
+            CheckWarning(
+                f"Browsers from {', '.join(map(repr, wildcards))} can't open a WebSocket:"
+                " the broadcasters compare origins exactly, and Django's wildcards"
+                " (allowed in CSRF_TRUSTED_ORIGINS) match nothing there.",
+                hint=f"Set {PREFIX}ALLOWED_ORIGINS to the list of the site's origins.",
+                id="live_notifications.W009",
+            )
+        )
+    bad = [origin for origin in origins if not _is_origin(origin) and origin not in wildcards]
     if bad:
         messages.append(
             Error(

@@ -37,6 +37,7 @@ def test_the_test_settings_pass() -> None:
             {"LIVE_NOTIFICATIONS_ALLOWED_ORIGINS": ["https://example.com/"]}, "E006", id="a-path"
         ),
         pytest.param({"LIVE_NOTIFICATIONS_ALLOWED_ORIGINS": ["example.com"]}, "E006", id="a-host"),
+        pytest.param({"CSRF_TRUSTED_ORIGINS": ["https://*.example.com"]}, "W009", id="a-wildcard"),
     ],
 )
 def test_each_wrong_setting_has_its_check(overrides: dict[str, object], expected: str) -> None:
