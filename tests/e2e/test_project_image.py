@@ -30,7 +30,14 @@ from tests.adoption.test_startproject import (  # noqa: F401 - fixtures
     venv,
 )
 
-from .stack import ROOT, WAIT
+from .stack import ROOT, WAIT, Settings
+
+# It builds an image and starts a compose stack of its own: not the business
+# of a run against a stack someone else started (make e2e-external, make
+# k8s-test).
+pytestmark = pytest.mark.skipif(
+    Settings.from_environment().external, reason="starts a compose stack of its own"
+)
 
 HOWTO = ROOT / "docs" / "howto" / "deploy-with-compose.md"
 IMAGE = "django-realtime-notifications/project-test:dev"
