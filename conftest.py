@@ -103,9 +103,10 @@ def relay(start_relay: Callable[..., RelayProcess]) -> RelayProcess:
 def start_broadcaster(
     service_env: dict[str, str], relay: RelayProcess, started: list[ServiceProcess]
 ) -> Callable[..., BroadcasterProcess]:
-    """Start broadcasters (a relay runs too); ``start_broadcaster(VAR=value)``."""
+    """Start broadcasters (a relay runs too); ``start_broadcaster(VAR=value)``, on
+    ``port=`` if given (where a stopped one was: its clients come back)."""
 
-    def start(**env: str) -> BroadcasterProcess:
+    def start(port: int | None = None, **env: str) -> BroadcasterProcess:
         broadcaster = BroadcasterProcess(
             {
                 **service_env,
@@ -113,7 +114,8 @@ def start_broadcaster(
                 "BROADCASTER_DRAIN_SECONDS": "0.5",
                 "BROADCASTER_REDIS_CHECK_INTERVAL": "0.5",
                 **env,
-            }
+            },
+            port=port,
         )
         started.append(broadcaster)
         broadcaster.wait_ready()

@@ -280,11 +280,17 @@ class ServiceProcess:
     prefix = ""
 
     def __init__(
-        self, env: dict[str, str], *, command: list[str] | None = None, cwd: Path = ROOT
+        self,
+        env: dict[str, str],
+        *,
+        command: list[str] | None = None,
+        cwd: Path = ROOT,
+        port: int | None = None,
     ) -> None:
         """Start it; ``command`` (for example an installed console script, from a
-        project's directory ``cwd``) replaces ``python -m <module>``."""
-        self.port = free_port()
+        project's directory ``cwd``) replaces ``python -m <module>``; ``port``,
+        a free one (the port of a process it replaces, say)."""
+        self.port = port or free_port()
         self.http = f"http://127.0.0.1:{self.port}"
         # A port of its own, so that processes started together don't all try 9000.
         self.metrics_port = free_port()
@@ -347,9 +353,14 @@ class BroadcasterProcess(ServiceProcess):
     prefix = "BROADCASTER"
 
     def __init__(
-        self, env: dict[str, str], *, command: list[str] | None = None, cwd: Path = ROOT
+        self,
+        env: dict[str, str],
+        *,
+        command: list[str] | None = None,
+        cwd: Path = ROOT,
+        port: int | None = None,
     ) -> None:
-        super().__init__(env, command=command, cwd=cwd)
+        super().__init__(env, command=command, cwd=cwd, port=port)
         self.url = f"ws://127.0.0.1:{self.port}/"
 
 

@@ -374,7 +374,7 @@ def bare(signature: inspect.Signature) -> str:
     return str(signature.replace(parameters=parameters, return_annotation=inspect.Signature.empty))
 
 
-@pytest.mark.parametrize("heading", ["## The app", "## Functions"])
+@pytest.mark.parametrize("heading", ["## The app", "## Functions", "## The client"])
 def test_the_python_api_imports_as_written(heading: str) -> None:
     documented = headings(section(PYTHON_API, heading), 3)
     assert documented

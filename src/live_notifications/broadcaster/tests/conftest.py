@@ -1,4 +1,4 @@
-"""Fixtures of the broadcaster's tests (the servers' are in services/conftest.py)."""
+"""Fixtures of the broadcaster's tests (the servers' are in the root conftest.py)."""
 
 from __future__ import annotations
 
