@@ -76,6 +76,8 @@ class EventStream:
         #: Whether events may be missing before the one just yielded.
         self.missed = False
         self._gap = False
+        #: Whether the current connection's token was accepted (welcomed).
+        self._welcomed = False
         self.min_delay = min_delay
         self.max_delay = max_delay
 
@@ -84,20 +86,23 @@ class EventStream:
 
     async def _events(self) -> AsyncIterator[dict[str, Any]]:
         delay = self.min_delay
+        #: Whether the last connection was closed for revoked access.
         revoked = False
         while True:
             try:
                 async for message in self._connection():
                     delay = self.min_delay
-                    revoked = False
                     yield message
             except ConnectionClosed as exc:
+                if self._welcomed:  # its token was accepted: earlier refusals are over
+                    delay, revoked = self.min_delay, False
                 if exc.rcvd is not None and exc.rcvd.reason == "access revoked":
-                    if revoked:  # a fresh token was refused as well
+                    if revoked:  # a fresh token was revoked as well
                         raise AccessRevoked(str(exc)) from None
                     revoked = True
                     continue  # at once: maybe only the password changed
                 if revoked and exc.rcvd is not None and exc.rcvd.code == 1011:
+                    # The fresh token was refused: deactivated or deleted.
                     raise AccessRevoked(str(exc)) from None
             except (OSError, InvalidHandshake, TimeoutError):
                 pass  # unreachable, refused (503 full, draining): try later
@@ -106,6 +111,7 @@ class EventStream:
 
     async def _connection(self) -> AsyncIterator[dict[str, Any]]:
         """One connection's messages: welcome, replay, live events."""
+        self._welcomed = False
         token = self.token()
         if not isinstance(token, str):
             token = await token
@@ -117,6 +123,7 @@ class EventStream:
                     continue
                 kind = message.get("type")
                 if kind == "welcome":
+                    self._welcomed = True
                     self._gap = self.last_id is not None and not message.get("recovered")
                 elif kind is None:  # an event
                     self.missed, self._gap = self._gap, False
