@@ -352,16 +352,9 @@ class BroadcasterProcess(ServiceProcess):
     module = "live_notifications.broadcaster"
     prefix = "BROADCASTER"
 
-    def __init__(
-        self,
-        env: dict[str, str],
-        *,
-        command: list[str] | None = None,
-        cwd: Path = ROOT,
-        port: int | None = None,
-    ) -> None:
-        super().__init__(env, command=command, cwd=cwd, port=port)
-        self.url = f"ws://127.0.0.1:{self.port}/"
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
 
 
 class RelayProcess(ServiceProcess):

@@ -125,14 +125,8 @@ def pinned_versions() -> str:
     return "\n".join(name + version for name, version in pins)
 
 
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A clean virtualenv with the package's wheel, installed as the README says."""
-    command = readme.steps().commands[0]
-    assert command[:2] == ["pip", "install"], f"the first step isn't pip install: {command}"
-    directory = tmp_path_factory.mktemp("adoption")
-    wheels = directory / "wheels"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+def build_wheel(directory: Path) -> Path:
+    """Build the package's wheel into ``directory`` (as ``make wheel`` does); return it."""
     run(
         sys.executable,
         "-m",
@@ -142,12 +136,24 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--no-deps",
         "--no-build-isolation",
         "--wheel-dir",
-        wheels,
+        directory,
         ROOT,
-        cwd=directory,
-        env=env,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
     )
-    (wheel,) = wheels.glob("*.whl")
+    (wheel,) = directory.glob("*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clean virtualenv with the package's wheel, installed as the README says."""
+    command = readme.steps().commands[0]
+    assert command[:2] == ["pip", "install"], f"the first step isn't pip install: {command}"
+    directory = tmp_path_factory.mktemp("adoption")
+    wheels = directory / "wheels"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    wheel = build_wheel(wheels)
     names = subprocess.run(
         [sys.executable, "-m", "zipfile", "-l", str(wheel)], capture_output=True, text=True
     ).stdout

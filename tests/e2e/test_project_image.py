@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from websockets.sync.client import connect
 
 from tests.adoption.test_startproject import (  # noqa: F401 - fixtures
     PROJECT,
+    build_wheel,
     pinned_versions,
     project,
     venv,
@@ -113,23 +113,7 @@ def image(project: Path, tmp_path: Path) -> Iterator[str]:  # noqa: F811 - the f
     context = tmp_path / PROJECT
     shutil.copytree(project, context)
     (context / PROJECT / "docker.py").write_text(DOCKER_SETTINGS.lstrip())
-    wheels = context / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--wheel-dir",
-            str(wheels),
-            str(ROOT),
-        ],
-        check=True,
-    )
-    (wheel,) = wheels.glob("*.whl")
+    wheel = build_wheel(context / "wheels")
     pins = dict(line.split("==") for line in pinned_versions().splitlines())
     (context / "requirements.txt").write_text(
         f"./wheels/{wheel.name}\n"
