@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -58,8 +59,9 @@ def service_env(
 ) -> dict[str, str]:
     """The environment the services' processes run with, on the test servers."""
     return {
-        # The run's own: web.settings.test, or live_notifications.tests.project.settings.
-        "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,
+        # The run's own: web.settings.test, or live_notifications.tests.project.settings
+        # (pytest-django sets it; settings.SETTINGS_MODULE is None while overridden).
+        "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
         "DATABASE_URL": postgres_server.url(connection.settings_dict["NAME"]),
         "REDIS_URL": redis_server.url,
     }

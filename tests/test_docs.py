@@ -18,6 +18,7 @@ import ast
 import dataclasses
 import importlib
 import inspect
+import json
 import re
 import tomllib
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from live_notifications import conf
 from live_notifications import metrics as web_metrics
 from live_notifications.broadcaster.metrics import Metrics as BroadcasterMetrics
 from live_notifications.relay.metrics import Metrics as RelayMetrics
-from live_notifications.shared.events import Event
+from live_notifications.shared.events import AppEvent, Audience, Event
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -340,6 +341,12 @@ def test_the_close_codes_table_is_the_broadcasters() -> None:
 def test_the_event_fields_table_is_events_py() -> None:
     documented = {only(row["field"]) for row in table(WEBSOCKET, "### Events")}
     assert documented == {field.name for field in dataclasses.fields(Event)}
+
+
+def test_the_app_event_fields_table_is_what_clients_receive() -> None:
+    documented = {only(row["field"]) for row in table(WEBSOCKET, "### App events")}
+    event = AppEvent(event="x", data=None, timestamp="t", audience=Audience(everyone=True), id="i")
+    assert documented == set(json.loads(event.message()))
 
 
 # The Python API.

@@ -26,7 +26,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
 from django.db.models.signals import post_save
 
-from live_notifications.shared.events import AccessChange, Event
+from live_notifications.shared.events import AccessChange, AppEvent, Event
 
 from . import metrics
 from .models import OutboxEvent
@@ -68,7 +68,7 @@ def event_for(entry: LogEntry) -> Event | None:
     )
 
 
-def publish(*events: Event | AccessChange) -> None:
+def publish(*events: Event | AppEvent | AccessChange) -> None:
     """Write ``events`` to the outbox in the current transaction.
 
     They are announced if and when it commits: the relay, woken by NOTIFY

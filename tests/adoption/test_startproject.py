@@ -158,6 +158,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [sys.executable, "-m", "zipfile", "-l", str(wheel)], capture_output=True, text=True
     ).stdout
     assert "live_notifications/static/live_notifications/live.js" in names
+    assert "live_notifications/static/live_notifications/client.js" in names
     assert "/tests/" not in names, "the wheel ships tests"
     venv = directory / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=directory, env=env)

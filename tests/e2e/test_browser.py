@@ -6,37 +6,22 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
-from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+from tests.browser import chromium
 
 from .conftest import ARTIFACTS, PersonFactory
 from .helpers import VIEW_GROUP, AdminSession, Person, authenticated, receive_until
 from .stack import WAIT, Stack
 
-#: Debian's chromium package, used where installed (Playwright can't
-#: download its own browser where only Debian and PyPI are reachable).
-CHROMIUM = Path("/usr/bin/chromium")
-
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    """Headless Chromium driven by Playwright: Debian's where installed, else
-    the one `playwright install chromium` downloads."""
-    executable = str(CHROMIUM) if CHROMIUM.exists() else None
-    with sync_playwright() as playwright:
-        try:
-            browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        except PlaywrightError as exc:
-            raise AssertionError(
-                "no browser for the live page's test: apt-get install chromium "
-                f"(Debian), or .venv/bin/playwright install chromium\n{exc}"
-            ) from None
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 #: Keeps every state the page's status line goes through in window.statusLog.

@@ -67,7 +67,7 @@ class Config:
     #: How much history is kept for resuming clients (EVENT_HISTORY_*).
     retention: Retention = dataclasses.field(default_factory=Retention)
     #: Tokens checked together against the database, at most: one thread
-    #: call and two queries however many (.identities).
+    #: call and three queries however many (.identities).
     auth_batch: int = 500
     #: Users whose valid token was read recently, kept so that they
     #: reconnect with no query (least recently used dropped); 0: none.

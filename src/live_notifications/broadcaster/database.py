@@ -21,7 +21,7 @@ import logging
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, ProgrammingError, close_old_connections, connection
 
-from .auth import access_query
+from .auth import access_queries
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +34,12 @@ def read_user_tables() -> None:
     close_old_connections()
     try:
         list(get_user_model()._default_manager.values_list("pk")[:1])
-        query = access_query()
-        if query is not None:
+        queries = access_queries()
+        if queries is not None:
+            grants, memberships = queries
             with connection.cursor() as cursor:
-                cursor.execute(query, [[], []])
+                cursor.execute(grants, [[], []])
+                cursor.execute(memberships, [[]])
     finally:
         close_old_connections()
 

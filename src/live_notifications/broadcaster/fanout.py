@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-import weakref
 from collections.abc import Callable, Collection, Iterable
 
 from django.db import DatabaseError
@@ -15,10 +14,10 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from live_notifications.shared.eventlog import Position
-from live_notifications.shared.events import REVOKED
+from live_notifications.shared.events import REVOKED, Audience
 
 from . import frames
-from .auth import ContentTypes, Identity, UserKey
+from .auth import Access, Identity, UserKey
 from .background import Background
 from .connection import Closed, Connection
 from .history import Entry, History
@@ -68,7 +67,7 @@ class Fanout:
         log: EventLogReader,
         metrics: Metrics,
         slow_client_buffer: int,
-        access_of: Callable[[Collection[UserKey]], dict[UserKey, ContentTypes]],
+        access_of: Callable[[Collection[UserKey]], dict[UserKey, Access]],
         write_interval: float = 0.0,
         on_access_change: Callable[[Collection[UserKey]], None] = lambda users: None,
     ) -> None:
@@ -86,14 +85,9 @@ class Fanout:
         #: (Lists: a user has a connection or a few; an empty set is 216 bytes.)
         self.by_user: dict[UserKey, list[Connection]] = {}
         self._background = Background()
-        #: One set of content types for all the connections that may see the
-        #: same ones (a small frozenset is 216 bytes; most users share one).
-        self._access_sets: weakref.WeakValueDictionary[frozenset[int], frozenset[int]] = (
-            weakref.WeakValueDictionary()
-        )
-        #: Events read and not written yet, as ``(content type, frame)``, and
+        #: Events read and not written yet, as ``(audience, frame)``, and
         #: their places' times in the log (milliseconds).
-        self._run: list[tuple[int, bytes]] = []
+        self._run: list[tuple[Audience, bytes]] = []
         self._run_times: list[int] = []
         self._run_size = 0
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -135,7 +129,9 @@ class Fanout:
                 if change is not None and client.identity.user_id in change.users:
                     if not await self._apply(connection, client, change.access):
                         return False
-                elif _may_see(client.identity.content_types, entry):
+                elif entry.audience is not None and client.identity.access.receives(
+                    client.identity.user_id, entry.audience
+                ):
                     await connection.send(entry.message)
                     self.metrics.events_replayed += 1
         if connection not in self.clients or connection.state is not State.OPEN:
@@ -169,7 +165,7 @@ class Fanout:
 
     def _track(self, connection: Connection, identity: Identity, resuming: bool) -> Client:
         """Know ``connection`` as ``identity``'s, not registered yet (or no longer)."""
-        client = Client(self._with_access(identity, identity.content_types), resuming)
+        client = Client(identity, resuming)
         self.clients[connection] = client
         mine = self.by_user.setdefault(identity.user_id, [])
         if connection not in mine:  # followed again after a recomputation
@@ -179,7 +175,7 @@ class Fanout:
     def _register(self, connection: Connection, client: Client) -> None:
         """Send ``connection`` live events from now on."""
         self.flush()  # what waits to be written, it caught up through: for the others
-        self.registry.add(connection, client.identity.content_types)
+        self.registry.add(connection, client.identity.user_id, client.identity.access)
 
     def forget(self, connection: Connection) -> None:
         """Send nothing more to ``connection``."""
@@ -206,9 +202,9 @@ class Fanout:
                 self.on_access_change(entry.access.users)
                 self.flush()
                 self._on_access(entry)
-            elif entry.content_type_id is not None:
+            elif entry.audience is not None:
                 frame = frames.text_frame(entry.message)
-                self._run.append((entry.content_type_id, frame))
+                self._run.append((entry.audience, frame))
                 self._run_times.append(entry.position.ms)
                 self._run_size += len(frame)
                 if self._run_size >= RUN_BYTES:
@@ -243,25 +239,21 @@ class Fanout:
         for ms in times:
             self.metrics.event_delays.observe(written - ms / 1000)
 
-    def _send_run(self, run: list[tuple[int, bytes]]) -> None:
-        """Write a run of ``(content type, frame)`` to whoever may see any of them."""
-        content_types = {content_type for content_type, _ in run}
-        if len(content_types) == 1:  # whoever may see one sees all: the same bytes for all
+    def _send_run(self, run: list[tuple[Audience, bytes]]) -> None:
+        """Write a run of ``(audience, frame)`` to whoever receives any of them."""
+        audiences = [audience for audience, _ in run]
+        if all(audience == audiences[0] for audience in audiences):
+            # Who receives one receives all: the same bytes for all.
             data = b"".join(frame for _, frame in run)
-            self._write(self.registry.recipients(run[0][0]), data, len(run))
+            self._write(self.registry.recipients(audiences[0]), data, len(run))
             return
-        # What is due to a connection depends only on what it may see: the
-        # frames are joined once for each set of content types.
-        recipients: set[Connection] = set()
-        for content_type in content_types:
-            recipients.update(self.registry.recipients(content_type))
-        by_access: dict[ContentTypes, list[Connection]] = {}
-        for connection in recipients:
-            access = self.clients[connection].identity.content_types  # as registered
-            by_access.setdefault(access, []).append(connection)
-        for access, connections in by_access.items():
-            due = [frame for t, frame in run if access is None or t in access]
-            self._write(connections, b"".join(due), len(due))
+        # What is due to a connection depends on its access, and on the
+        # events addressed to its user: the frames are joined once for each
+        # set of events due.
+        for indexes, connections in self.registry.due(audiences).items():
+            data = b"".join(run[i][1] for i in indexes)
+            for some in connections:
+                self._write(some, data, len(indexes))
 
     def _write(self, connections: Iterable[Connection], data: bytes, messages: int) -> None:
         written, slow = frames.write(connections, data, limit=self.slow_client_buffer)
@@ -302,7 +294,7 @@ class Fanout:
             if client.identity.user_id not in access:
                 self._revoke(connection)
                 continue
-            identity = self._with_access(client.identity, access[client.identity.user_id])
+            identity = dataclasses.replace(client.identity, access=access[client.identity.user_id])
             self._background.spawn(
                 self._follow_again(connection, identity, at, resuming=client.resuming)
             )
@@ -326,18 +318,10 @@ class Fanout:
             self.metrics.access_revoked += 1
             self._close(connection, CloseCode.POLICY_VIOLATION, "access revoked")
             return False
-        client.identity = self._with_access(client.identity, recomputed[user])
+        client.identity = dataclasses.replace(client.identity, access=recomputed[user])
         return True
 
-    def _with_access(self, identity: Identity, content_types: ContentTypes) -> Identity:
-        """``identity`` seeing ``content_types``: the set other connections have if equal."""
-        if content_types is not None:
-            content_types = self._access_sets.setdefault(content_types, content_types)
-        if content_types is identity.content_types:
-            return identity
-        return dataclasses.replace(identity, content_types=content_types)
-
-    async def _access(self, users: Collection[UserKey]) -> dict[UserKey, ContentTypes]:
+    async def _access(self, users: Collection[UserKey]) -> dict[UserKey, Access]:
         self.metrics.access_recomputes += 1
         self.metrics.access_users_recomputed += len(users)
         return await asyncio.to_thread(self.access_of, users)
@@ -385,9 +369,3 @@ class Fanout:
         self.metrics.slow_clients_dropped += 1
         logger.warning("event=slow_client remote=%s", connection.address)
         self._close(connection, CloseCode.POLICY_VIOLATION, "too slow")
-
-
-def _may_see(content_types: ContentTypes, entry: Entry) -> bool:
-    if entry.content_type_id is None:
-        return False
-    return content_types is None or entry.content_type_id in content_types

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Iterator
 
 from live_notifications.shared.eventlog import ORIGIN, Position, Retention, event_id, parse_event_id
-from live_notifications.shared.events import AccessChange
+from live_notifications.shared.events import AccessChange, Audience
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -18,10 +18,10 @@ class Entry:
     """One entry of the log: an event ready to send, or an access change."""
 
     position: Position
-    #: Who may see it: the event's content type; ``None`` for an entry that
-    #: isn't an event (an access change, or invalid), which nobody receives
-    #: but still takes its place.
-    content_type_id: int | None
+    #: Who receives it (an admin change's: its content type); ``None`` for
+    #: an entry that isn't an event (an access change, or invalid), which
+    #: nobody receives but still takes its place.
+    audience: Audience | None
     #: The message as clients receive it (JSON text, with its ``id``).
     message: bytes
     #: The access change this entry announces, if it is one.

@@ -4,7 +4,7 @@ Checking each token on its own, as the how-to does (``sesame.utils.get_user``
 and then what the user may see), costs a thread hop and several queries per
 token. Here, tokens that arrive together are checked together: one thread
 call, one query for all the users they name, then
-:func:`.auth.access_of_users` for them all (one more). What was read, the
+:func:`.auth.access_of_users` for them all (two more). What was read, the
 user's row and what the user may see, is kept per user, so that a user seen
 recently reconnects with no query and no thread hop: a reconnect storm of
 known users costs the database nothing.

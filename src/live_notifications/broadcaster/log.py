@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -14,6 +15,7 @@ import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
 
 from live_notifications.shared.eventlog import (
+    AUDIENCE_FIELD,
     EPOCH_KEY,
     MESSAGE_FIELD,
     ORIGIN,
@@ -22,7 +24,13 @@ from live_notifications.shared.eventlog import (
     Retention,
     parse_event_id,
 )
-from live_notifications.shared.events import AccessChange, InvalidEvent, decode_entry
+from live_notifications.shared.events import (
+    AccessChange,
+    AppEvent,
+    Audience,
+    InvalidEvent,
+    decode_entry,
+)
 
 from .auth import user_key
 from .history import Entry, History
@@ -183,7 +191,7 @@ class EventLogReader:
             logger.warning("event=new_history epoch=%s was=%s", entry.epoch, self.history.epoch)
             self.history = History(entry.epoch, entry.position.preceding(), from_origin=False)
         self.history.append(entry)
-        if entry.content_type_id is not None:
+        if entry.audience is not None:
             self.metrics.events_received += 1
         elif entry.access is None:
             self.metrics.events_invalid += 1
@@ -218,21 +226,32 @@ def _entries(reply: Any) -> list[Entry]:
 def _decode(position: Position, fields: dict[bytes, bytes]) -> Entry:
     message = fields.get(MESSAGE_FIELD.encode(), b"")
     try:
-        decoded = decode_entry(message)
+        decoded = decode_entry(message, fields.get(AUDIENCE_FIELD.encode()))
         parsed = parse_event_id(decoded.id)
         if parsed is None or parsed[1] != position:
             raise InvalidEvent(f"id {decoded.id!r} is not its place in the log")
-    except InvalidEvent as exc:
+        if isinstance(decoded, AccessChange):
+            # The keys as the user model reads them, to match its connections'.
+            keys = tuple(user_key(user) for user in decoded.users)
+            access = dataclasses.replace(decoded, users=keys)
+            return Entry(position, None, b"", access=access, epoch=parsed[0])
+        if isinstance(decoded, AppEvent):
+            users = frozenset(user_key(user) for user in decoded.audience.users)
+            audience = dataclasses.replace(decoded.audience, users=users)
+            return Entry(position, audience, message, epoch=parsed[0])
+    except ValueError as exc:  # InvalidEvent, or a key the user model can't read
         logger.warning(
             "event=bad_entry id=%s error=%r message=%r", position, str(exc), message[:200]
         )
         return Entry(position, None, message)
-    if isinstance(decoded, AccessChange):
-        try:  # the keys as the user model reads them, to match its connections'
-            users = tuple(user_key(user) for user in decoded.users)
-        except ValueError as exc:
-            logger.warning("event=bad_entry id=%s error=%r", position, str(exc))
-            return Entry(position, None, message)
-        access = dataclasses.replace(decoded, users=users)
-        return Entry(position, None, b"", access=access, epoch=parsed[0])
-    return Entry(position, decoded.content_type_id, message, epoch=parsed[0])
+    return Entry(position, _admin_change(decoded.content_type_id), message, epoch=parsed[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def _admin_change(content_type_id: int) -> Audience:
+    """The audience of an admin change: who may view or change its model.
+
+    One object per content type: consecutive changes of one model are seen
+    to share their audience at a glance (:mod:`.fanout`).
+    """
+    return Audience(content_types=frozenset([content_type_id]))

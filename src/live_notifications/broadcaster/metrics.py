@@ -161,7 +161,7 @@ class Metrics:
             (
                 "access_recomputes_total",
                 "counter",
-                "Batches of users whose permissions were read again (2 queries each).",
+                "Batches of users whose permissions were read again (3 queries each).",
                 {"": self.access_recomputes},
             ),
             (

@@ -289,10 +289,12 @@ class Broadcaster:
     def _connected(self, connection: Connection, identity: Identity, hello: Hello) -> None:
         self.metrics.connections_opened += 1
         logger.info(
-            "event=connect user=%s remote=%s content_types=%s resuming=%s",
+            "event=connect user=%s remote=%s superuser=%s content_types=%d groups=%d resuming=%s",
             identity.username,
             connection.address,
-            "all" if identity.content_types is None else len(identity.content_types),
+            identity.access.superuser,
+            len(identity.access.content_types),
+            len(identity.access.groups),
             hello.resuming,
         )
 

@@ -8,6 +8,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from live_notifications.shared.eventlog import (
+    AUDIENCE_FIELD,
     EPOCH_KEY,
     MESSAGE_FIELD,
     STREAM,
@@ -15,7 +16,7 @@ from live_notifications.shared.eventlog import (
     Retention,
     event_id,
 )
-from live_notifications.shared.events import CHANNEL
+from live_notifications.shared.events import CHANNEL, split_audience
 
 from .outbox import Row
 
@@ -31,15 +32,18 @@ def head(client: redis.Redis) -> Position | None:
     return Position.parse(info["last-generated-id"])
 
 
-def message(epoch: str, row: Row) -> tuple[str, bool]:
-    """The entry as the log holds it: the outbox's JSON, with its ``id``; and
-    whether it is an event (what clients receive), not an access change.
+def fields(epoch: str, row: Row) -> tuple[dict[str, str], bool]:
+    """The entry as the log's stream holds it: the outbox's JSON with its
+    ``id``, and an app event's audience apart (clients never see it); and
+    whether it is an admin change, the how-to's kind of event.
 
     Fields the relay doesn't know are kept: a newer web may add some.
     """
-    data = json.loads(row.payload)
+    data, audience = split_audience(json.loads(row.payload))
     text = json.dumps({**data, "id": event_id(epoch, row.position)}, ensure_ascii=False)
-    return text, not (isinstance(data, dict) and "access" in data)
+    if audience is not None:
+        return {MESSAGE_FIELD: text, AUDIENCE_FIELD: audience}, False
+    return {MESSAGE_FIELD: text}, not (isinstance(data, dict) and "access" in data)
 
 
 def append(
@@ -47,18 +51,19 @@ def append(
 ) -> None:
     """Add ``rows``, whose positions follow the stream's head, and publish them.
 
-    Each event is also published on the how-to's Pub/Sub channel (access
-    changes are for the broadcasters only). The stream is
+    Each admin change is also published on the how-to's Pub/Sub channel
+    (access changes are for the broadcasters only, app events for their
+    audience only). The stream is
     trimmed to the retention window as it grows (approximately: Redis trims
     whole blocks, so a little more is kept, never less).
     """
     pipeline = client.pipeline(transaction=False)
     minid = str(retention.cutoff(now_ms))
     for row in rows:
-        text, is_event = message(epoch, row)
-        pipeline.xadd(STREAM, {MESSAGE_FIELD: text}, id=str(row.position), minid=minid)
-        if is_event:
-            pipeline.publish(CHANNEL, text)
+        entry, admin_change = fields(epoch, row)
+        pipeline.xadd(STREAM, entry, id=str(row.position), minid=minid)  # type: ignore[arg-type]
+        if admin_change:
+            pipeline.publish(CHANNEL, entry[MESSAGE_FIELD])
     pipeline.xtrim(STREAM, maxlen=retention.max_events, approximate=True)
     pipeline.execute()
 
@@ -75,7 +80,7 @@ def refill(
     """
     pipeline = client.pipeline(transaction=True)
     for row in rows:
-        pipeline.xadd(STREAM, {MESSAGE_FIELD: message(epoch, row)[0]}, id=str(row.position))
+        pipeline.xadd(STREAM, fields(epoch, row)[0], id=str(row.position))  # type: ignore[arg-type]
     pipeline.execute_command(  # type: ignore[no-untyped-call]
         "XSETID", STREAM, str(rows[-1].position), "ENTRIESADDED", len(rows) + 1
     )

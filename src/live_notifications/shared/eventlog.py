@@ -23,8 +23,10 @@ STREAM = "events:log"
 #: Set by the relay once the stream holds everything PostgreSQL has: until
 #: then (a Redis that lost its data) readers must not trust the stream.
 EPOCH_KEY = "events:epoch"
-#: The stream entry's one field: the message exactly as clients receive it.
+#: The stream entry's field holding the message exactly as clients receive it.
 MESSAGE_FIELD = "message"
+#: The field holding an app event's audience (JSON), which clients never see.
+AUDIENCE_FIELD = "audience"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,10 +1,13 @@
-"""The event that Django publishes and the broadcasters deliver.
+"""The entries of the log: what Django publishes and the broadcasters deliver.
 
-This module is the single definition of the event's shape. Django builds
-events with :meth:`Event.encode` into the outbox; the relay adds each one's
-``id`` (its place in the log, :mod:`shared.eventlog`); broadcasters check the
-result with :func:`Event.decode` and forward those bytes unchanged, so a
-client receives exactly what the log holds.
+This module is the single definition of their shapes: admin changes
+(:class:`Event`, the how-to's), a project's own events (:class:`AppEvent`,
+with the :class:`Audience` they are for) and access changes. Django encodes
+them into the outbox; the relay adds each one's ``id`` (its place in the
+log, :mod:`shared.eventlog`) and sets an app event's audience apart
+(:func:`split_audience`); broadcasters check the result with
+:func:`decode_entry` and forward the message's bytes unchanged, so a client
+receives exactly what the log holds.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import dataclasses
 import json
 from collections.abc import Hashable
 from typing import Any
+
+#: The most bytes an app event's message may take (its JSON as clients
+#: receive it, without its ``id``): a client's whole buffer is a few of them.
+MAX_EVENT_BYTES = 64 * 1024
 
 #: Redis Pub/Sub channel where the relay also publishes every event, so that
 #: the how-to's ``redis-cli SUBSCRIBE events`` still shows them.
@@ -132,16 +139,157 @@ class AccessChange:
         return cls(access=data["access"], users=tuple(users), id=id_)
 
 
-def decode_entry(payload: bytes | str) -> Event | AccessChange:
-    """Parse an entry of the log: an event, or an access change.
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class Audience:
+    """Who an app event is for: the union of these.
+
+    In the log, a JSON object with the non-empty ones of these keys. The
+    users' keys are integers, or text (a UUID's) for the keys JSON has no
+    type for; a broadcaster reads them as its user model's keys.
+    """
+
+    #: Primary keys of users.
+    users: frozenset[Hashable] = frozenset()
+    #: Primary keys of groups: their members when the event is read.
+    groups: frozenset[int] = frozenset()
+    #: ``"app_label.codename"``: whoever holds one, superusers included.
+    permissions: frozenset[str] = frozenset()
+    #: Content types: whoever may view or change that model (the how-to's
+    #: rule, which admin changes follow), superusers included.
+    content_types: frozenset[int] = frozenset()
+    #: Every authenticated user.
+    everyone: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.everyone or self.users or self.groups or self.permissions or self.content_types
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.users:
+            users = (user if isinstance(user, int) else str(user) for user in self.users)
+            data["users"] = sorted(users, key=lambda user: (isinstance(user, str), user))
+        for name in ("groups", "permissions", "content_types"):
+            if values := getattr(self, name):
+                data[name] = sorted(values)
+        if self.everyone:
+            data["everyone"] = True
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Audience:
+        """Read an audience's JSON; raises :exc:`InvalidEvent`."""
+        if not isinstance(data, dict) or set(data) - _AUDIENCE_KEYS:
+            raise InvalidEvent("an audience is an object of users, groups, permissions…")
+        users, groups = data.get("users", []), data.get("groups", [])
+        permissions, content_types = data.get("permissions", []), data.get("content_types", [])
+        everyone = data.get("everyone", False)
+        if not (
+            _list_of(users, "int | str")
+            and _list_of(groups, "int")
+            and _list_of(permissions, "str")
+            and _list_of(content_types, "int")
+            and isinstance(everyone, bool)
+        ):
+            raise InvalidEvent("wrong type in audience")
+        audience = cls(
+            users=frozenset(users),
+            groups=frozenset(groups),
+            permissions=frozenset(permissions),
+            content_types=frozenset(content_types),
+            everyone=everyone,
+        )
+        if not audience:
+            raise InvalidEvent("empty audience")
+        return audience
+
+
+_AUDIENCE_KEYS = {field.name for field in dataclasses.fields(Audience)}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class AppEvent:
+    """An event of the project's own, for an :class:`Audience`.
+
+    Clients receive ``{"event", "data", "timestamp", "id"}``: the ``event``
+    field tells it from an admin change (``model``…) and from a control
+    message (``type``). The audience is for the broadcasters only.
+    """
+
+    #: The event's name, e.g. ``"ticket.assigned"``.
+    event: str
+    #: Any JSON value.
+    data: Any
+    #: When it was published, ISO 8601 with time zone.
+    timestamp: str
+    audience: Audience
+    #: Place in the event log, as for :class:`Event`.
+    id: str | None = None
+
+    def message(self) -> bytes:
+        """The JSON text clients receive: everything but the audience."""
+        fields: dict[str, Any] = {"event": self.event, "data": self.data}
+        fields["timestamp"] = self.timestamp
+        if self.id is not None:
+            fields["id"] = self.id
+        return json.dumps(fields, ensure_ascii=False, allow_nan=False).encode()
+
+    def encode(self) -> bytes:
+        """The outbox's JSON text: the message's fields and the audience."""
+        fields = json.loads(self.message())
+        fields["audience"] = self.audience.to_json()
+        return json.dumps(fields, ensure_ascii=False, allow_nan=False).encode()
+
+
+def split_audience(data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """An entry's fields without its audience, and the audience as JSON text.
+
+    The relay keeps them apart in the log, so that broadcasters forward the
+    message's bytes as they are, and no client ever sees an audience.
+    """
+    if "audience" not in data:
+        return data, None
+    data = dict(data)
+    audience = data.pop("audience")
+    return data, json.dumps(audience, ensure_ascii=False)
+
+
+def decode_entry(
+    payload: bytes | str, audience: bytes | str | None = None
+) -> Event | AppEvent | AccessChange:
+    """Parse an entry of the log: an event, an app event, or an access change.
+
+    ``audience`` is an app event's, kept apart from its message (:func:`split_audience`).
 
     Raises:
-        InvalidEvent: if it is neither.
+        InvalidEvent: if it is none of them.
     """
     data = _parse(payload)
     if isinstance(data, dict) and "access" in data:
         return AccessChange.from_json(data)
+    if isinstance(data, dict) and "event" in data:
+        if audience is None:
+            raise InvalidEvent("app event without an audience")
+        return _app_event(data, Audience.from_json(_parse(audience)))
     return Event.from_json(data)
+
+
+def _app_event(data: dict[str, Any], audience: Audience) -> AppEvent:
+    if not isinstance(data["event"], str) or "data" not in data:
+        raise InvalidEvent("an app event has a name and data")
+    for name in ("timestamp", "id"):
+        if not _has_type(data.get(name), "str | None"):
+            raise InvalidEvent(f"wrong type for field: {name}")
+    if not isinstance(data.get("timestamp"), str):
+        raise InvalidEvent("missing field: timestamp")
+    return AppEvent(
+        event=data["event"],
+        data=data["data"],
+        timestamp=data["timestamp"],
+        audience=audience,
+        id=data.get("id"),
+    )
 
 
 def _parse(payload: bytes | str) -> Any:
@@ -149,6 +297,10 @@ def _parse(payload: bytes | str) -> Any:
         return json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidEvent(f"not JSON: {exc}") from None
+
+
+def _list_of(values: object, annotation: str) -> bool:
+    return isinstance(values, list) and all(_has_type(value, annotation) for value in values)
 
 
 def _has_type(value: object, annotation: object) -> bool:

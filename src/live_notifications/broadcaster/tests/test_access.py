@@ -197,22 +197,31 @@ def test_access_is_what_djangos_model_backend_says() -> None:
         who = User.objects.get(pk=who.pk)  # no permission cache
         if not who.is_active:
             continue
+        if who.is_superuser:
+            expected[who.pk] = (True, frozenset(), frozenset(), groups_of(who))
+            continue
         expected[who.pk] = (
-            None
-            if who.is_superuser
-            else frozenset(
+            False,
+            frozenset(
                 content_type.id
                 for content_type in ContentType.objects.all()
                 if who.has_perm(f"{content_type.app_label}.view_{content_type.model}")
                 or who.has_perm(f"{content_type.app_label}.change_{content_type.model}")
-            )
+            ),
+            frozenset(who.get_all_permissions()),  # Django's own reading
+            groups_of(who),
         )
-    assert access_of([who.pk for who in users]) == expected
-    assert expected[users[2].pk] == expected[users[3].pk] == frozenset()  # add, delete: no
-    assert len(expected[users[5].pk] or ()) == 3  # groups, users, log entries
+    found = access_of([who.pk for who in users])
+    assert {
+        pk: (a.superuser, a.content_types, a.permissions, a.groups) for pk, a in found.items()
+    } == expected
+    assert expected[users[2].pk][1] == expected[users[3].pk][1] == frozenset()  # add, delete: no
+    assert len(expected[users[5].pk][1]) == 3  # groups, users, log entries
+    assert all(expected[who.pk][2] for who in (*users[:3], *users[4:6]))  # some permission
+    assert expected[users[5].pk][3] == {editors.pk, viewers.pk}
 
 
-def test_recomputing_costs_two_queries_however_many_users() -> None:
+def test_recomputing_costs_three_queries_however_many_users() -> None:
     readers = Group.objects.create(name="Readers")
     readers.permissions.add(permission("view_group"))
     members = User.objects.bulk_create([User(username=f"m{i}") for i in range(5000)])
@@ -223,8 +232,12 @@ def test_recomputing_costs_two_queries_however_many_users() -> None:
         access_of([members[0].pk])
     with CaptureQueriesContext(connection) as many:
         access = access_of([m.pk for m in members])
-    assert len(one) == len(many) == 2  # the users, then what they may see
-    assert set(access.values()) == {frozenset([permission("view_group").content_type_id])}
+    assert len(one) == len(many) == 3  # the users, their permissions, their groups
+    assert len(set(map(id, access.values()))) == 1  # one object, shared
+    (shared,) = set(access.values())
+    assert shared.content_types == {permission("view_group").content_type_id}
+    assert shared.permissions == {"auth.view_group"}
+    assert shared.groups == {readers.pk}
 
 
 def test_access_changes_are_not_sent_to_clients(broadcaster: BroadcasterProcess) -> None:
@@ -349,3 +362,7 @@ def test_a_revocation_read_while_a_client_catches_up_comes_after_its_replay(
     assert objects == missed
     assert info.value.rcvd is not None
     assert (info.value.rcvd.code, info.value.rcvd.reason) == (1008, "access revoked")
+
+
+def groups_of(who: User) -> frozenset[int]:
+    return frozenset(who.groups.values_list("pk", flat=True))

@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.client import ClientConnection
 
-from live_notifications.broadcaster.auth import Identity
+from live_notifications.broadcaster.auth import SUPERUSER, Identity
 from live_notifications.broadcaster.connection import Connection, Settings
 from live_notifications.broadcaster.fanout import Fanout
 from live_notifications.broadcaster.history import Entry, History
@@ -46,7 +46,7 @@ from live_notifications.shared.eventlog import (
     Retention,
     event_id,
 )
-from live_notifications.shared.events import CHANGED, REVOKED, AccessChange, Event
+from live_notifications.shared.events import CHANGED, REVOKED, AccessChange, Audience, Event
 from live_notifications.tokens import token_for
 from tests.servers import BroadcasterProcess, wait_until
 
@@ -331,7 +331,7 @@ def in_process_fanout(*, slow_client_buffer: int = 65536) -> tuple[Fanout, Metri
 
 def entry(seq: int, message: str) -> Entry:
     """An event of content type 1, which a superuser may see."""
-    return Entry(Position(1, seq), 1, message.encode())
+    return Entry(Position(1, seq), Audience(content_types=frozenset({1})), message.encode())
 
 
 class Opening:
@@ -376,7 +376,7 @@ async def slow_client_is_cut() -> None:
         connection.transport.get_extra_info("socket").setsockopt(
             socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
         )
-        identity = Identity(1, "root", None)
+        identity = Identity(1, "root", SUPERUSER)
         task = asyncio.create_task(fanout.follow(connection, identity, ORIGIN, resuming=False))
         task.add_done_callback(lambda _: registered.set())
         followed.append(task)

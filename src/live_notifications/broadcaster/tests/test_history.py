@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from live_notifications.broadcaster.history import Entry, History
 from live_notifications.shared.eventlog import ORIGIN, Position, Retention, event_id
+from live_notifications.shared.events import Audience
 
 NOW = 1_800_000_000_000  # ms
 
 
 def entry(ms: int, seq: int = 0, content_type: int | None = 3) -> Entry:
-    return Entry(Position(ms, seq), content_type, f"{ms}-{seq}".encode())
+    audience = None if content_type is None else Audience(content_types=frozenset({content_type}))
+    return Entry(Position(ms, seq), audience, f"{ms}-{seq}".encode())
 
 
 def history(*entries: Entry) -> History:

@@ -24,7 +24,7 @@ from sesame import tokens_v1
 from sesame.utils import get_token
 from websockets.sync.client import connect
 
-from live_notifications.broadcaster.auth import Identity
+from live_notifications.broadcaster.auth import SUPERUSER, Identity, access
 from live_notifications.broadcaster.identities import Identities
 from live_notifications.broadcaster.log import EventLogReader
 from live_notifications.broadcaster.metrics import Metrics
@@ -122,11 +122,12 @@ def test_tokens_arriving_together_are_checked_in_one_batch(thread: Thread) -> No
     found = run(identify_all(ids, tokens))
 
     assert thread.calls == 1
-    assert len(thread.queries) == 2  # the users, then what they may see
+    assert len(thread.queries) == 3  # the users, their permissions, their groups
+    reader = access(content_types=[view(Group)], permissions=["auth.view_group"])
     expected = {
-        root.pk: Identity(root.pk, "root", None),
-        nobody.pk: Identity(nobody.pk, "nobody", frozenset()),
-        **{r.pk: Identity(r.pk, r.username, frozenset([view(Group)])) for r in readers},
+        root.pk: Identity(root.pk, "root", SUPERUSER),
+        nobody.pk: Identity(nobody.pk, "nobody", access()),
+        **{r.pk: Identity(r.pk, r.username, reader) for r in readers},
     }
     assert found == [expected[u.pk] for _ in range(20) for u in everyone]
 
@@ -135,7 +136,7 @@ def test_the_queries_of_a_batch_dont_grow_with_its_users(thread: Thread) -> None
     many = [user(f"u{i}", "auth.view_group") for i in range(50)]
     ids = identities(thread)
     assert all(run(identify_all(ids, [token_for(u) for u in many])))
-    assert (thread.calls, len(thread.queries)) == (1, 2)
+    assert (thread.calls, len(thread.queries)) == (1, 3)
 
 
 def test_tokens_arriving_meanwhile_make_the_next_batch(thread: Thread) -> None:
@@ -389,11 +390,11 @@ def test_a_permission_change_in_the_log_is_read_again(
         try:
             await read_up(thread, log)
             before = await ids.identify(token_for(alice))
-            assert before is not None and before.content_types == {groups}
+            assert before is not None and before.access.content_types == {groups}
             await thread.orm(grant, alice)  # announced: changed
             await until(lambda: alice.pk not in ids)
             after = await ids.identify(token_for(alice))
-            assert after is not None and after.content_types == {groups, users}
+            assert after is not None and after.access.content_types == {groups, users}
         finally:
             reading.cancel()
 

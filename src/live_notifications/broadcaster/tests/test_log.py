@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
 
+import pytest
 import redis
 
 from live_notifications.broadcaster.history import Entry
-from live_notifications.broadcaster.log import CHUNK_BYTES, EventLogReader
+from live_notifications.broadcaster.log import CHUNK_BYTES, EventLogReader, _decode
 from live_notifications.broadcaster.metrics import Metrics
 from live_notifications.relay import stream
 from live_notifications.relay.outbox import Row
-from live_notifications.shared.eventlog import MESSAGE_FIELD, STREAM, Position, Retention
+from live_notifications.shared.eventlog import STREAM, Position, Retention
 from live_notifications.shared.events import Event
 from tests.servers import RedisServer
 
@@ -255,9 +257,7 @@ def test_a_large_batch_is_handed_on_in_chunks_with_the_loop_free_between(
             watcher = asyncio.create_task(watch())
             pipeline = writer.client.pipeline(transaction=True)
             for row in rows:
-                pipeline.xadd(
-                    STREAM, {MESSAGE_FIELD: stream.message(EPOCH, row)[0]}, id=str(row.position)
-                )
+                pipeline.xadd(STREAM, stream.fields(EPOCH, row)[0], id=str(row.position))
             pipeline.execute()
             await until(lambda: sum(map(len, chunks)) == len(rows))
             watcher.cancel()
@@ -274,3 +274,15 @@ def test_a_large_batch_is_handed_on_in_chunks_with_the_loop_free_between(
     assert {count for count, _ in seen_between} >= set(range(1, len(chunks)))
     for count, head in seen_between:
         assert head == handed_on[count - 1]
+
+
+@pytest.mark.django_db
+def test_an_app_events_audience_is_read_as_the_user_models_keys() -> None:
+    message = json.dumps({"event": "x", "data": None, "timestamp": "t", "id": f"{EPOCH}:5-0"})
+    entry = _decode(
+        Position(5, 0), {b"message": message.encode(), b"audience": b'{"users": ["7"]}'}
+    )
+    assert entry.audience is not None and entry.audience.users == {7}
+    assert entry.message == message.encode()  # forwarded as it is
+    bad = _decode(Position(5, 0), {b"message": message.encode(), b"audience": b'{"users": ["x"]}'})
+    assert (bad.audience, bad.access) == (None, None)  # nobody receives it; it takes its place

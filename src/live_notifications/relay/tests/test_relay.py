@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from live_notifications import events as app_events
 from live_notifications.models import OutboxEvent
 from live_notifications.publishing import publish
 from live_notifications.relay.config import Config
@@ -100,6 +101,39 @@ def test_the_how_to_channel_still_shows_every_event(
         wait_until(received, "a message on the channel")
     [(_, logged)] = wait_for_log(client, 1)
     assert messages == [logged]
+
+
+def test_an_app_events_audience_is_kept_apart_and_off_the_how_to_channel(
+    relay: RelayProcess, client: redis.Redis
+) -> None:
+    """Clients never see an audience; the how-to's channel shows admin changes only
+    (a how-to server reading it would take an app event for a broken one)."""
+    with client.pubsub() as pubsub:
+        pubsub.subscribe(CHANNEL)
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+        app_events.publish("ticket.assigned", {"ticket": 7}, users=[7], groups=[1])
+        publish_all("admin change")
+        wait_for_log(client, 2)
+        messages: list[dict[str, object]] = []
+
+        def received() -> bool:
+            message = pubsub.get_message(timeout=0.1)
+            if message is not None:
+                messages.append(json.loads(message["data"]))
+            return bool(messages)
+
+        wait_until(received, "a message on the channel")
+    (_, app_fields), (_, admin_fields) = client.xrange(STREAM)
+    assert set(app_fields) == {b"message", b"audience"}
+    assert set(json.loads(app_fields[b"message"])) == {"event", "data", "timestamp", "id"}
+    assert json.loads(app_fields[b"audience"]) == {"users": [7], "groups": [1]}
+    assert set(admin_fields) == {b"message"}
+    assert [m["object"] for m in messages] == ["admin change"]
+    # Refilled from PostgreSQL, the entries are the same.
+    before = client.xrange(STREAM)
+    client.flushall()
+    wait_until(lambda: client.exists(STREAM) and client.xlen(STREAM) == 2, "the refill")
+    assert client.xrange(STREAM) == before
 
 
 def test_events_committed_while_redis_is_down_arrive_once_it_is_back(
