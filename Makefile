@@ -184,7 +184,7 @@ lock: venv ## Recompile the lock files from the .in files (needs PyPI)
 # Every BENCH_* variable of docs/performance.md is read from the environment;
 # these two are the ones most often changed. Not part of `make test`.
 BENCH_CONNECTIONS ?= 1000,10000
-BENCH_SERVERS ?= broadcaster,baseline
+BENCH_SERVERS ?= broadcaster,broadcaster-mixed,baseline
 
 .PHONY: bench
 bench: venv ## Fan-out figures, broadcaster vs the how-to's design (BENCH_CONNECTIONS=1000,10000)

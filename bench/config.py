@@ -12,16 +12,16 @@ from live_notifications.shared.environment import ConfigurationError
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: The servers the bench knows: this project's, the how-to's, and the how-to's
-#: without compression.
-SERVERS = ("broadcaster", "baseline", "baseline-plain")
+#: The servers the bench knows: this project's, the same with events of mixed
+#: audiences (bench.audiences), the how-to's, and the how-to's without compression.
+SERVERS = ("broadcaster", "broadcaster-mixed", "baseline", "baseline-plain")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
     #: Connection counts, one run per server at each.
     connections: tuple[int, ...] = (1000, 10_000)
-    servers: tuple[str, ...] = ("broadcaster", "baseline")
+    servers: tuple[str, ...] = ("broadcaster", "broadcaster-mixed", "baseline")
     #: Share of the users allowed to see the events (``auth.view_group``).
     share: float = 0.5
     #: Events a second in the paced phase, and its length in seconds.
@@ -70,7 +70,7 @@ class Config:
             _positive("BENCH_CONNECTIONS", item)
             for item in environment.string_list("BENCH_CONNECTIONS", "1000,10000", env=env)
         )
-        servers = tuple(environment.string_list("BENCH_SERVERS", "broadcaster,baseline", env=env))
+        servers = tuple(environment.string_list("BENCH_SERVERS", ",".join(cls.servers), env=env))
         for server in servers:
             if server not in SERVERS:
                 raise ConfigurationError(

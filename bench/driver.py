@@ -33,7 +33,7 @@ import django
 
 from tests.servers import PostgresServer, RedisServer
 
-from . import floor, plots, report, stack, tokens
+from . import audiences, floor, plots, report, stack, tokens
 from .config import ROOT, Config
 from .loadgen import (
     ConnectOrder,
@@ -171,7 +171,7 @@ def main() -> None:
                 print(report.deliveries_table([record]))
                 print(report.relay_table([record]))
                 print(report.latency_table([record]))
-                if server == "broadcaster":
+                if server.startswith("broadcaster"):
                     print(report.writes_table([record]))
                 if "storm" in record:
                     print(report.storm_table([record]))
@@ -197,6 +197,9 @@ def main() -> None:
         print(
             "\n=== web: GET /api/token/, one logged-in session each\n" + report.tokens_table(site)
         )
+    if {"broadcaster", "broadcaster-mixed"} <= set(config.servers):
+        print("\n=== mixed audiences (bench.audiences) against admin changes only")
+        print(report.mixed_table(records))
     if {"broadcaster", "baseline"} <= set(config.servers):
         print("\n=== ratios (> 1: the broadcaster does better than the how-to's design)")
         print(report.ratios_table(records, subject="broadcaster", reference="baseline"))
@@ -222,6 +225,11 @@ class Run:
         relay: stack.Program,
     ) -> None:
         self.server, self.count, self.config, self.cpus, self.env = server, count, config, cpus, env
+        #: This project's broadcaster (with mixed audiences or not), or the how-to's.
+        self.ours = server.startswith("broadcaster")
+        self.mixed = server == "broadcaster-mixed"
+        #: The allowed users of the run, in rank order (bench.audiences).
+        self.allowed_users: list[Any] = []
         self.people = people
         self.tree = tree
         #: The relay, shared by every run: its CPU per event and memory are recorded.
@@ -238,11 +246,12 @@ class Run:
 
         config = self.config
         users = self.people.users[: self.count]
-        hellos = population.hellos(users, resuming=self.server == "broadcaster")
+        hellos = population.hellos(users, resuming=self.ours)
         allowed = self.people.allowed[: self.count]
+        self.allowed_users = [user for user, ok in zip(users, allowed, strict=True) if ok]
         try:
             self.process = process = stack.start_server(
-                self.server, self.env, self.cpus, tree=self.tree
+                "broadcaster" if self.ours else self.server, self.env, self.cpus, tree=self.tree
             )
             pid = process.pid
             time.sleep(config.idle_seconds)
@@ -310,13 +319,16 @@ class Run:
                 hellos=part_hellos,
                 allowed=part_allowed,
                 indices=part_indices,
+                ranks=part_ranks,
+                mixed=len(self.allowed_users) if self.mixed else 0,
                 concurrency=max(1, concurrency // config.generators),
                 timeout=config.phase_timeout,
             )
-            for part_hellos, part_allowed, part_indices in zip(
+            for part_hellos, part_allowed, part_indices, part_ranks in zip(
                 generators.split(hellos),
                 generators.split(allowed),
                 generators.split(range(len(hellos))),
+                generators.split(ranks(allowed)),
                 strict=True,
             )
         ]
@@ -354,7 +366,7 @@ class Run:
         dropped = sum(self.generators.ask("drop"))
         time.sleep(self.config.idle_seconds)  # the server sees them go
         rss_before = stack.memory_kib(pid)
-        hellos = population.hellos(users, resuming=self.server == "broadcaster")
+        hellos = population.hellos(users, resuming=self.ours)
         record = self.connect(hellos, allowed, concurrency=self.config.storm_concurrency)
         time.sleep(self.config.idle_seconds)
         record.update(
@@ -385,12 +397,18 @@ class Run:
                 if delay > 0:
                     time.sleep(delay)
             size = min(batch, events - index)
-            committed = population.publish_events(first + index, size, self.people.content_type_id)
+            committed = population.publish_events(
+                first + index, size, self.people, mixed=self.allowed_users if self.mixed else None
+            )
             commits.extend([committed] * size)
             if time.monotonic() > deadline:
                 break
         published_in = commits[-1] - started
-        expected = len(commits) * self.recipients
+        if self.mixed:  # all the allowed users are connected: each user event has its one
+            common, personal = audiences.due(first, first + len(commits), len(self.allowed_users))
+            expected = common * self.recipients + sum(personal.values())
+        else:
+            expected = len(commits) * self.recipients
         ended, received, changed_at = "complete", -1, time.monotonic()
         while True:
             progress: list[Progress] = generators.ask("progress")
@@ -493,9 +511,18 @@ class Run:
 
     def counted(self) -> dict[str, float]:
         """The broadcaster's metrics now (its delays and writes); the baseline has none."""
-        if self.server != "broadcaster" or self.process is None:
+        if not self.ours or self.process is None:
             return {}
         return stack.metrics(self.process)
+
+
+def ranks(allowed: list[bool]) -> list[int]:
+    """Each client's rank among the allowed ones (bench.audiences); -1 if not allowed."""
+    found, rank = [], 0
+    for ok in allowed:
+        found.append(rank if ok else -1)
+        rank += ok
+    return found
 
 
 def median(values: Iterable[float | None]) -> float | None:

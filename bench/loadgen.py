@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from . import audiences
 from .wsclient import ACCEPTED, FAILED, REFUSED, Client
 
 #: Connections opened from one loopback source address: well under the
@@ -50,6 +51,10 @@ class ConnectOrder:
     allowed: list[bool]
     #: Global index of each client: chooses its source address.
     indices: list[int]
+    #: For the mixed-audience run (:mod:`.audiences`): each client's rank
+    #: among the allowed users, and their number (0: not that run).
+    ranks: list[int] = dataclasses.field(default_factory=list)
+    mixed: int = 0
     concurrency: int
     #: Seconds for the whole phase: those still in flight then have failed.
     timeout: float
@@ -113,6 +118,7 @@ class Generator:
         self.late = 0
         self.other = 0
         self.unexpected = 0
+        self.mixed = 0
         self.drops: collections.Counter[int] = collections.Counter()
         self._failures: collections.Counter[str] = collections.Counter()
         self._accepted = 0
@@ -152,13 +158,19 @@ class Generator:
         started = time.monotonic()
         batch: list[Client] = []
         opening: set[asyncio.Task[None]] = set()
-        for hello, allowed, index in zip(order.hellos, order.allowed, order.indices, strict=True):
+        self.mixed = order.mixed
+        ranks = order.ranks or [-1] * len(order.hellos)
+        for hello, allowed, index, rank in zip(
+            order.hellos, order.allowed, order.indices, ranks, strict=True
+        ):
             try:
                 async with asyncio.timeout_at(deadline):
                     await self._slots.acquire()
             except TimeoutError:
                 break
-            client = Client(self, host=f"{order.host}:{order.port}", hello=hello, allowed=allowed)
+            client = Client(
+                self, host=f"{order.host}:{order.port}", hello=hello, allowed=allowed, rank=rank
+            )
             batch.append(client)
             task = loop.create_task(self._open(client, order, source_address(index)))
             opening.add(task)
@@ -223,6 +235,11 @@ class Generator:
         events = len(commit_times)
         allowed = [client for client in self.clients if client.allowed]
         first = self.first
+        if self.mixed:
+            common, personal = audiences.due(first, first + events, self.mixed)
+            due = [common + personal[client.rank] for client in allowed]
+        else:
+            due = [events] * len(allowed)
         deliveries = list(zip(self.seqs, self.times, strict=True))
         latencies = array("d", sorted(t - commit_times[s - first] for s, t in deliveries))
         tenth = max(1, events // 10)
@@ -231,9 +248,11 @@ class Generator:
             t - commit_times[s - first] for s, t in deliveries if s - first >= events - tenth
         )
         return WindowReport(
-            expected=events * len(allowed),
+            expected=sum(due),
             received=len(self.seqs),
-            missing=sum(max(0, events - client.received) for client in allowed),
+            missing=sum(
+                max(0, owed - client.received) for owed, client in zip(due, allowed, strict=True)
+            ),
             duplicates=sum(client.duplicates for client in self.clients),
             unexpected=self.unexpected,
             late=self.late,

@@ -19,10 +19,16 @@ from .report import Record
 
 LABELS = {
     "broadcaster": "this project's broadcaster",
+    "broadcaster-mixed": "this project's broadcaster, mixed audiences",
     "baseline": "the how-to's design",
     "baseline-plain": "the how-to's design, compression off",
 }
-COLOURS = {"broadcaster": "#1b6ac9", "baseline": "#c62828", "baseline-plain": "#ef8a17"}
+COLOURS = {
+    "broadcaster": "#1b6ac9",
+    "broadcaster-mixed": "#5e35b1",
+    "baseline": "#c62828",
+    "baseline-plain": "#ef8a17",
+}
 WIDTH, HEIGHT = 680, 430
 LEFT, RIGHT, TOP, BOTTOM = 78, 24, 64, 96
 #: A server busier than this share of its CPU in the saturated phase was the

@@ -31,8 +31,10 @@ from django.utils.crypto import get_random_string
 
 from live_notifications.models import OutboxEvent
 from live_notifications.publishing import publish
-from live_notifications.shared.events import Event
+from live_notifications.shared.events import AppEvent, Audience, Event
 from live_notifications.tokens import token_for
+
+from . import audiences
 
 GROUP = "bench viewers"
 #: Not a password: the marker of an unusable one, as Django's own starts with "!".
@@ -46,6 +48,8 @@ class Population:
     allowed: list[bool]
     #: The content type of the events.
     content_type_id: int
+    #: The group of the allowed users, which holds ``auth.view_group``.
+    group_id: int
 
 
 def is_allowed(index: int, share: float) -> bool:
@@ -79,7 +83,7 @@ def prepare(count: int, share: float) -> Population:
         batch_size=5000,
         ignore_conflicts=True,
     )
-    return Population(users, allowed, content_type.pk)
+    return Population(users, allowed, content_type.pk, group.pk)
 
 
 def hellos(users: list[User], *, resuming: bool) -> list[str]:
@@ -115,9 +119,16 @@ def sessions(users: list[User], count: int) -> list[str]:
     return [row.session_key for row in rows]
 
 
-def publish_events(first: int, count: int, content_type_id: int) -> float:
+def publish_events(
+    first: int, count: int, people: Population, *, mixed: list[User] | None = None
+) -> float:
     """Publish events ``first`` to ``first + count - 1`` in one transaction, as the
     admin's bulk actions do; return the time its COMMIT was sent.
+
+    ``mixed``: the run's allowed users, in rank order, for the mixed-audience
+    run (:mod:`.audiences`); its app events are built as ``publish()``
+    builds them, without its checks' queries, which would slow the driver
+    and so change the rate the broadcaster is measured at.
 
     Read before the COMMIT, not after it returns: the commit wakes the relay,
     which shares the driver's CPU and may run first, so a time read after
@@ -125,23 +136,40 @@ def publish_events(first: int, count: int, content_type_id: int) -> float:
     latency. Read before, a latency includes the COMMIT itself.
     """
     timestamp = timezone.now().isoformat()
-    events = [
-        Event(
+    events = [_event(seq, timestamp, people, mixed) for seq in range(first, first + count)]
+    with transaction.atomic():
+        publish(*events)
+        committing = time.monotonic()
+    return committing
+
+
+def _event(
+    seq: int, timestamp: str, people: Population, mixed: list[User] | None
+) -> Event | AppEvent:
+    kind = audiences.KINDS[seq % len(audiences.KINDS)] if mixed else "admin"
+    if kind == "admin":
+        return Event(
             model="group",
             object=f"bench group {seq}",
             message="Changed name.",
             timestamp=timestamp,
             user="bench",
-            content_type_id=content_type_id,
+            content_type_id=people.content_type_id,
             object_id=str(seq),
             action="changed",
         )
-        for seq in range(first, first + count)
-    ]
-    with transaction.atomic():
-        publish(*events)
-        committing = time.monotonic()
-    return committing
+    assert mixed is not None
+    if kind == "group":
+        audience = Audience(groups=frozenset([people.group_id]))
+    elif kind == "permission":
+        audience = Audience(permissions=frozenset(["auth.view_group"]))
+    else:
+        rank = audiences.recipient_rank(seq, len(mixed))
+        assert rank is not None
+        audience = Audience(users=frozenset([mixed[rank].pk]))
+    # The sequence number where the clients look for it (bench.wsclient).
+    data = {"object_id": str(seq)}
+    return AppEvent(event=f"bench.{kind}", data=data, timestamp=timestamp, audience=audience)
 
 
 def log_times(first: int, end: int) -> dict[int, float]:
@@ -154,7 +182,8 @@ def log_times(first: int, end: int) -> dict[int, float]:
     times: dict[int, float] = {}
     # Newest first: an earlier bench on this database used the same numbers.
     for payload, position_ms in rows.values_list("payload", "position_ms")[: end - first + 1000]:
-        seq = json.loads(payload).get("object_id")
+        data = json.loads(payload)
+        seq = data.get("object_id") or (data.get("data") or {}).get("object_id")
         if seq is not None and first <= int(seq) < end:
             times.setdefault(int(seq), (position_ms or 0) / 1000)
     return times

@@ -376,3 +376,51 @@ def ratios_table(records: Sequence[Record], *, subject: str, reference: str) -> 
         ],
         rows,
     )
+
+
+def mixed_table(records: Sequence[Record]) -> str:
+    """The mixed-audience run against the admin changes' run, at each count both ran:
+    CPU per delivery and memory per connection, and the difference in percent."""
+    by_key = {(r["server"], r["connections"]): r for r in records}
+    rows = []
+    for connections in sorted({r["connections"] for r in records}):
+        plain, mixed = (
+            by_key.get(("broadcaster", connections)),
+            by_key.get(("broadcaster-mixed", connections)),
+        )
+        if plain is None or mixed is None:
+            continue
+
+        def compare(first: float | None, second: float | None, unit: str) -> str:
+            if first is None or second is None or not first:
+                return "—"
+            return f"{first:.2f} → {second:.2f} {unit} ({(second / first - 1) * 100:+.0f} %)"
+
+        def per_delivery(record: Record, phase: str) -> float | None:
+            value = (record.get(phase) or {}).get("cpu_ms_per_1000")
+            return None if value is None else float(value)  # ms per 1,000 = µs per delivery
+
+        faults = sum(
+            (mixed.get(phase) or {}).get(key, 0)
+            for phase in ("paced", "saturated")
+            for key in ("missing", "duplicates", "unexpected")
+        )
+        rows.append(
+            [
+                _number(connections),
+                compare(per_delivery(plain, "saturated"), per_delivery(mixed, "saturated"), "µs"),
+                compare(per_delivery(plain, "paced"), per_delivery(mixed, "paced"), "µs"),
+                compare(plain["rss_per_connection_kib"], mixed["rss_per_connection_kib"], "KiB"),
+                _number(faults),
+            ]
+        )
+    return _table(
+        [
+            "clients",
+            "CPU / delivery, saturated",
+            "CPU / delivery, paced",
+            "memory / connection",
+            "mixed: lost + duplicated + outside the audience",
+        ],
+        rows,
+    )

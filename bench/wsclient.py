@@ -21,8 +21,11 @@ import zlib
 from array import array
 from typing import Protocol, cast
 
+from . import audiences
+
 #: Where the bench's events carry their sequence number: ``object_id``, as the
-#: relay serializes it (``json.dumps`` separators).
+#: relay serializes it (``json.dumps`` separators); the app events of the
+#: mixed run carry it in their data, under the same name.
 SEQUENCE_MARK = b'"object_id": "'
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: RFC 7692: the end of a compressed message, which senders strip.
@@ -54,6 +57,9 @@ class Counters(Protocol):
     late: int
     other: int
     unexpected: int
+    #: In the mixed-audience run (:mod:`.audiences`), the number of allowed
+    #: users; 0 when every allowed client is due every event.
+    mixed: int
 
     def outcome(self, client: Client, kind: str, reason: str) -> None:
         """A connection attempt ended: accepted, refused (HTTP 503) or failed."""
@@ -143,6 +149,7 @@ class Client(asyncio.Protocol):
         "key",
         "last",
         "no_takeover",
+        "rank",
         "received",
         "request",
         "resolved",
@@ -151,9 +158,13 @@ class Client(asyncio.Protocol):
         "window_bits",
     )
 
-    def __init__(self, counters: Counters, *, host: str, hello: str, allowed: bool) -> None:
+    def __init__(
+        self, counters: Counters, *, host: str, hello: str, allowed: bool, rank: int = -1
+    ) -> None:
         self.counters = counters
         self.allowed = allowed
+        #: Its rank among the allowed users, for the mixed-audience run.
+        self.rank = rank
         self.key = base64.b64encode(os.urandom(16))
         self.request = handshake_request(host, self.key)
         self.hello = client_frame(OP_TEXT, hello.encode())
@@ -293,7 +304,9 @@ class Client(asyncio.Protocol):
             return
         start = index + len(SEQUENCE_MARK)
         sequence = int(payload[start : payload.find(b'"', start)])
-        if not self.allowed:
+        if not self.allowed or (
+            counters.mixed and not audiences.receives(sequence, self.rank, counters.mixed)
+        ):
             counters.unexpected += 1
         elif not counters.first <= sequence < counters.end:
             counters.late += 1

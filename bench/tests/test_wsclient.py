@@ -15,6 +15,7 @@ from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from bench import audiences
 from bench.loadgen import Generator
 from bench.wsclient import ABNORMAL, OPEN, Client
 
@@ -67,10 +68,14 @@ def event(seq: int) -> bytes:
 class Pair:
     """A client and a server protocol, wired by hand."""
 
-    def __init__(self, *, compression: bool = True, allowed: bool = True, chunk: int = 0) -> None:
+    def __init__(
+        self, *, compression: bool = True, allowed: bool = True, chunk: int = 0, rank: int = -1
+    ) -> None:
         self.generator = Generator()
         self.generator.window(0, 100)
-        self.client = Client(self.generator, host="127.0.0.1:1", hello="TOKEN", allowed=allowed)
+        self.client = Client(
+            self.generator, host="127.0.0.1:1", hello="TOKEN", allowed=allowed, rank=rank
+        )
         self.transport = Transport()
         self.client.connection_made(self.transport)
         self.server = ServerProtocol(extensions=[DEFAULT_DEFLATE] if compression else None)
@@ -128,6 +133,31 @@ def test_an_event_may_authenticate_and_count() -> None:
     pair.deliver()
     assert pair.client.state == OPEN
     assert list(pair.generator.seqs) == [3]
+
+
+def app_event(seq: int) -> bytes:
+    """An app event of the mixed run (bench.audiences), numbered ``seq``."""
+    kind = audiences.KINDS[seq % 4]
+    data = {"object_id": str(seq)}
+    return json.dumps(
+        {"event": f"bench.{kind}", "data": data, "timestamp": "t", "id": "x"}
+    ).encode()
+
+
+def test_mixed_audiences_count_a_user_event_only_for_its_user() -> None:
+    pair = Pair(rank=3)
+    pair.generator.mixed = 10  # ten allowed users: user events go to ranks 0, 1, 2…
+    pair.accept()
+    pair.server.send_text(b'{"type": "welcome", "id": "x", "recovered": false}')
+    # 1, 2: group and permission; 3: rank 0's; 15: rank 3's (15 // 4 = 3); 16: admin.
+    for message in (app_event(1), app_event(2), app_event(3), app_event(15), event(16)):
+        pair.server.send_text(message)
+    pair.deliver()
+    assert list(pair.generator.seqs) == [1, 2, 15, 16]
+    assert pair.generator.unexpected == 1  # rank 0's
+    report = pair.generator.report([10.0] * 20)  # events 0-19: 15 for all, 5 for ranks 0-4
+    assert report.expected == 15 + 1
+    assert report.missing == 16 - 4
 
 
 def test_events_outside_the_window_or_to_clients_not_allowed() -> None:

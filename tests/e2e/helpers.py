@@ -39,6 +39,18 @@ EVENT_FIELDS = {
     "object_id",
     "action",
 }
+#: Fields every app event has (the demo's, such as ``group.renamed``).
+APP_EVENT_FIELDS = {"id", "event", "data", "timestamp"}
+
+
+def check_fields(event: dict[str, Any]) -> None:
+    """An admin change with every field, or an app event with its own, exactly."""
+    if "event" in event:
+        assert event.keys() == APP_EVENT_FIELDS, f"app event with other fields: {event}"
+    else:
+        missing = EVENT_FIELDS - event.keys()
+        assert not missing, f"event without {missing}: {event}"
+
 
 # The permissions the tests grant, as the admin's user form labels them.
 VIEW_GROUP = "Authentication and Authorization | group | Can view group"
@@ -260,18 +272,26 @@ def reconnect(person: Person, url: str, exits: contextlib.ExitStack) -> ClientCo
     )
 
 
-def receive(websocket: ClientConnection) -> dict[str, Any]:
-    """The next event on ``websocket``; fails the test after RECEIVE_TIMEOUT s."""
+def receive_any(websocket: ClientConnection) -> dict[str, Any]:
+    """The next event on ``websocket``, an admin change or one of the demo's app
+    events (services/web/notices); fails the test after RECEIVE_TIMEOUT s."""
     try:
         message = websocket.recv(timeout=RECEIVE_TIMEOUT)
     except TimeoutError:
         raise AssertionError(f"no event within {RECEIVE_TIMEOUT} s") from None
     assert isinstance(message, str), f"binary message: {message!r}"
     event: dict[str, Any] = json.loads(message)
-    missing = EVENT_FIELDS - event.keys()
-    assert not missing, f"event without {missing}: {event}"
+    check_fields(event)
     timestamp = datetime.datetime.fromisoformat(event["timestamp"])
     assert timestamp.tzinfo is not None, f"timestamp without time zone: {event}"
+    return event
+
+
+def receive(websocket: ClientConnection) -> dict[str, Any]:
+    """The next admin change on ``websocket``: the demo's app events, which tell
+    users of changes to their access, are checked and passed over."""
+    while "event" in (event := receive_any(websocket)):
+        pass
     return event
 
 

@@ -25,14 +25,14 @@ import threading
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import Close
 from websockets.sync.client import ClientConnection, connect
 
-from .helpers import EVENT_FIELDS, RECEIVE_TIMEOUT, AdminSession, Person
+from .helpers import RECEIVE_TIMEOUT, AdminSession, Person, check_fields
 from .stack import WAIT, wait_until
 
 #: Seconds between checks, in the threads, of whether to stop.
@@ -153,7 +153,7 @@ class ResumingClient:
 
         def probe() -> tuple[bool, str]:
             self.check()
-            return any(event["object"] == name for event in self.events()), self.summary()
+            return any(event.get("object") == name for event in self.events()), self.summary()
 
         wait_until(probe, lambda seen: seen[0], f"{self.name} to receive {name!r}")
 
@@ -236,8 +236,7 @@ class ResumingClient:
             assert message["type"] == "position", f"unexpected control message: {message}"
             conversation.messages.append(message)
         else:
-            missing = EVENT_FIELDS - message.keys()
-            assert not missing, f"event without {missing}: {message}"
+            check_fields(message)
             conversation.messages.append(message)
         self.last_id = message["id"]
 
@@ -280,14 +279,15 @@ class ResumingClients:
             client.stop()
 
 
-class ChangeFlow:
-    """The administrator adding groups ``<prefix>-001``, ``-002``… one every
-    ``interval`` s, in a thread and an admin session of their own, until
-    stopped (at most ``limit``).
+class AdminFlow:
+    """The administrator making changes, one round every ``interval`` s, in a
+    thread and an admin session of their own, until stopped (at most
+    ``limit`` rounds); :meth:`round` is what a round does.
 
-    :attr:`made` lists the names whose save returned the admin's redirect:
-    committed, in the order of the log. A save that fails stops the flow;
-    :meth:`stop` (the end of the ``with`` block) raises its failure.
+    :attr:`made` lists what each round's saves made, once they returned the
+    admin's redirect: committed, in the order of the log. A save that fails
+    stops the flow; :meth:`stop` (the end of the ``with`` block) raises its
+    failure.
     """
 
     def __init__(
@@ -302,7 +302,11 @@ class ChangeFlow:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"changes {prefix}", daemon=True)
 
-    def __enter__(self) -> ChangeFlow:
+    def round(self, number: int) -> str:
+        """Make round ``number``'s changes; return what names it."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -322,9 +326,7 @@ class ChangeFlow:
                 if self._stopping.wait(max(0.0, due - time.monotonic())):
                     return
                 due = max(due + self.interval, time.monotonic())
-                name = f"{self.prefix}-{number:03d}"
-                self.admin.add_group(name)  # asserts the redirect of a committed save
-                self.made.append(name)
+                self.made.append(self.round(number))  # asserts committed saves
         except BaseException as exc:
             self.failure = exc
 
@@ -335,7 +337,7 @@ class ChangeFlow:
             )
 
     def wait_made(self, count: int) -> int:
-        """Wait until ``count`` changes are committed; return how many are."""
+        """Wait until ``count`` rounds are committed; return how many are."""
 
         def probe() -> int:
             self.check()
@@ -344,7 +346,7 @@ class ChangeFlow:
         return wait_until(
             probe,
             lambda made: made >= count,
-            f"{count} changes committed by the administrator (at most {self.limit})",
+            f"{count} rounds of changes committed by the administrator (at most {self.limit})",
             timeout=WAIT + count * self.interval,
         )
 
@@ -353,6 +355,16 @@ class ChangeFlow:
         self._thread.join(WAIT)
         assert not self._thread.is_alive(), f"the change flow didn't stop within {WAIT} s"
         self.check()
+
+
+class ChangeFlow(AdminFlow):
+    """The administrator adding groups ``<prefix>-001``, ``-002``…: :attr:`made`
+    lists their names."""
+
+    def round(self, number: int) -> str:
+        name = f"{self.prefix}-{number:03d}"
+        self.admin.add_group(name)
+        return name
 
 
 class CuttingProxy:
@@ -504,7 +516,7 @@ def assert_every_change_received(
         counts = collections.Counter(event["id"] for event in events)
         repeated = sorted(event_id for event_id, count in counts.items() if count > 1)
         assert not repeated, f"{client.name} received ids more than once: {repeated}"
-        ours = [e for e in events if e["model"] == "group" and e["object"].startswith(prefix)]
+        ours = [e for e in events if e.get("model") == "group" and e["object"].startswith(prefix)]
         names = [event["object"] for event in ours]
         if names != expected:
             lost = [name for name in expected if name not in names]

@@ -80,8 +80,10 @@ def test_permissions_changed_in_the_admin_apply_before_the_next_event(
         sentinel = f"sentinel-{secrets.token_hex(4)}"
         admin.add_group(sentinel)
         for websocket in websockets:
-            events = receive_until(websocket, lambda e: e["object"] == sentinel)
-            users = [e for e in events if e["model"] == "user" and e["object_id"] == hidden_or_not]
+            events = receive_until(websocket, lambda e: e.get("object") == sentinel)
+            users = [
+                e for e in events if e.get("model") == "user" and e["object_id"] == hidden_or_not
+            ]
             assert bool(users) is seen, events
 
     user_change_is_seen(True)  # own permission

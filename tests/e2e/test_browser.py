@@ -14,6 +14,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from tests.browser import chromium
 
 from .conftest import ARTIFACTS, PersonFactory
+from .forms import Form
 from .helpers import VIEW_GROUP, AdminSession, Person, authenticated, receive_until
 from .stack import WAIT, Stack
 
@@ -123,7 +124,7 @@ def test_live_page_shows_changes_and_resumes(
         with authenticated(admin, stack.ws_site_url) as watcher:
             stack.wait_for_connections(1)  # the watcher; the page is held
             admin.change("auth/group", group_pk, {"name": renamed})
-            receive_until(watcher, lambda event: event["object"] == renamed)
+            receive_until(watcher, lambda event: event.get("object") == renamed)
         states = page.evaluate("window.statusLog")
         assert not any(state["state"] == "connected" for state in states), states
 
@@ -208,4 +209,45 @@ def test_live_page_says_signed_out_when_access_is_revoked(
         assert "waiting" not in states, states  # asked once, at once: no backoff
     finally:
         context.close()
+        stack.wait_for_connections(0)
+
+
+def test_live_page_shows_the_users_own_events(
+    stack: Stack, admin: AdminSession, make_person: PersonFactory, browser: Browser
+) -> None:
+    """The demo's own events on the live page: the administrator puts the user
+    in a group (the user is told), then renames the group (its members are
+    told). Another user, not in the group, is told neither: the admin's own
+    event of the rename, which both may see, comes after, and shows alone."""
+    member, other = make_person("member", VIEW_GROUP), make_person("other", VIEW_GROUP)
+    name = f"browser-team-{secrets.token_hex(4)}"
+    group_pk = admin.add_group(name)
+    context, other_context = browser.new_context(), browser.new_context()  # a session each
+    try:
+        page = open_live_page(context, stack, member)
+        other_page = open_live_page(other_context, stack, other)
+        stack.wait_for_connections(2)
+
+        def select(form: Form) -> None:
+            form.set("groups", *form.option_values("groups", name))
+
+        admin.change("auth/user", member.pk, {}, update=select)
+        told_first = page.locator("#events li.app").first
+        expect(told_first).to_contain_text(
+            "An administrator changed your groups.", timeout=WAIT * 1000
+        )
+        admin.change("auth/group", group_pk, {"name": f"{name}-renamed"})
+        told = page.locator("#events li.app").first
+        expect(told).to_contain_text(
+            f"Your group “{name}” is now called “{name}-renamed”.", timeout=WAIT * 1000
+        )
+        expect(page.locator("#events li.app")).to_have_count(2)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "live-page-own-events.png", full_page=True)
+        renamed_line = other_page.locator("#events li.changed")
+        expect(renamed_line).to_contain_text(f"{name}-renamed", timeout=WAIT * 1000)
+        expect(other_page.locator("#events li.app")).to_have_count(0)
+    finally:
+        context.close()
+        other_context.close()
         stack.wait_for_connections(0)

@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "live_notifications",
+    "web.notices",
 ]
 
 MIDDLEWARE = [

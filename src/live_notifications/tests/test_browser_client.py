@@ -60,26 +60,30 @@ def start_site_broadcaster(
     return start
 
 
-def open_page(
-    browser: Browser, live_server: Any, who: User, delays: str
-) -> tuple[BrowserContext, Page]:
-    """A page of the live server's origin, signed in as ``who``."""
-    client = Client()
-    client.force_login(who)
-    context = browser.new_context()
-    context.add_cookies(
-        [
-            {
-                "name": django_settings.SESSION_COOKIE_NAME,
-                "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
-                "url": live_server.url,
-            }
-        ]
-    )
-    page = context.new_page()
-    page.goto(f"{live_server.url}/client-test/?delays={delays}")
-    wait_for_status(page, "connected")
-    return context, page
+@pytest.fixture
+def open_page(browser: Browser, live_server: Any) -> Iterator[Callable[[User, str], Page]]:
+    """Opens the page of the live server's origin, signed in as a user, with
+    the client's delays given; connected. Their browser contexts are closed
+    after the test."""
+    contexts: list[BrowserContext] = []
+
+    def open_page(who: User, delays: str) -> Page:
+        client = Client()
+        client.force_login(who)
+        context = browser.new_context()
+        contexts.append(context)
+        cookie = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+        context.add_cookies(
+            [{"name": django_settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_server.url}]
+        )
+        page = context.new_page()
+        page.goto(f"{live_server.url}/client-test/?delays={delays}")
+        wait_for_status(page, "connected")
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
 
 
 def log(page: Page) -> dict[str, Any]:
@@ -104,118 +108,106 @@ def wait_for_message(page: Page, name: str) -> list[str]:
 
 
 def test_a_page_receives_its_events_and_resumes_across_a_restart(
-    browser: Browser, live_server: Any, start_site_broadcaster: Callable[..., BroadcasterProcess]
+    open_page: Callable[[User, str], Page],
+    start_site_broadcaster: Callable[..., BroadcasterProcess],
 ) -> None:
     broadcaster = start_site_broadcaster()
     alice, bob = User.objects.create_user("alice"), User.objects.create_user("bob")
     team = Group.objects.create(name="team")
     alice.groups.add(team)
-    context, page = open_page(browser, live_server, alice, QUICK)
-    try:
-        publish("for.bob", None, users=[bob])
-        publish("for.team", {"n": 1}, groups=[team])
-        assert wait_for_message(page, "for.team") == ["for.team"]
-        broadcaster.terminate()  # 1001: the client waits, then comes back resuming
-        wait_for_status(page, "waiting")
-        publish("while.away", {"n": 2}, users=[alice])
-        start_site_broadcaster(port=broadcaster.port)
-        wait_for_status(page, "connected", count=2)
-        publish("after", None, everyone=True)
-        assert wait_for_message(page, "after") == ["for.team", "while.away", "after"]
-        assert log(page)["missed"] == 0
-        assert page.evaluate("window.live.lastId") == log(page)["messages"][-1]["id"]
-    finally:
-        context.close()
+    page = open_page(alice, QUICK)
+    publish("for.bob", None, users=[bob])
+    publish("for.team", {"n": 1}, groups=[team])
+    assert wait_for_message(page, "for.team") == ["for.team"]
+    broadcaster.terminate()  # 1001: the client waits, then comes back resuming
+    wait_for_status(page, "waiting")
+    publish("while.away", {"n": 2}, users=[alice])
+    start_site_broadcaster(port=broadcaster.port)
+    wait_for_status(page, "connected", count=2)
+    publish("after", None, everyone=True)
+    assert wait_for_message(page, "after") == ["for.team", "while.away", "after"]
+    assert log(page)["missed"] == 0
+    assert page.evaluate("window.live.lastId") == log(page)["messages"][-1]["id"]
 
 
 def test_a_resume_that_cant_be_honoured_is_said(
-    browser: Browser, live_server: Any, start_site_broadcaster: Callable[..., BroadcasterProcess]
+    open_page: Callable[[User, str], Page],
+    start_site_broadcaster: Callable[..., BroadcasterProcess],
 ) -> None:
     start_site_broadcaster()
     alice = User.objects.create_user("alice")
-    context, page = open_page(browser, live_server, alice, QUICK)
-    try:
-        page.evaluate("window.sessionStorage.setItem('notifications.lastId', 'x:1-0')")
-        page.reload()
-        wait_for_status(page, "connected")
-        assert log(page)["missed"] == 1
-    finally:
-        context.close()
+    page = open_page(alice, QUICK)
+    page.evaluate("window.sessionStorage.setItem('notifications.lastId', 'x:1-0')")
+    page.reload()
+    wait_for_status(page, "connected")
+    assert log(page)["missed"] == 1
 
 
 def test_back_online_it_reconnects_at_once(
-    browser: Browser, live_server: Any, start_site_broadcaster: Callable[..., BroadcasterProcess]
+    open_page: Callable[[User, str], Page],
+    start_site_broadcaster: Callable[..., BroadcasterProcess],
 ) -> None:
     broadcaster = start_site_broadcaster()
     alice = User.objects.create_user("alice")
-    context, page = open_page(browser, live_server, alice, NEVER)
-    try:
-        context.set_offline(True)
-        broadcaster.kill()  # the network is cut: the connection drops
-        wait_for_status(page, "waiting")
-        publish("while.offline", None, users=[alice])
-        start_site_broadcaster(port=broadcaster.port)
-        context.set_offline(False)  # "online": now, not in an hour
-        assert wait_for_message(page, "while.offline") == ["while.offline"]
-        assert [s["status"] for s in log(page)["statuses"]][-3:] == [
-            "waiting",
-            "connecting",
-            "connected",
-        ]
-    finally:
-        context.close()
+    page = open_page(alice, NEVER)
+    page.context.set_offline(True)
+    broadcaster.kill()  # the network is cut: the connection drops
+    wait_for_status(page, "waiting")
+    publish("while.offline", None, users=[alice])
+    start_site_broadcaster(port=broadcaster.port)
+    page.context.set_offline(False)  # "online": now, not in an hour
+    assert wait_for_message(page, "while.offline") == ["while.offline"]
+    assert [s["status"] for s in log(page)["statuses"]][-3:] == [
+        "waiting",
+        "connecting",
+        "connected",
+    ]
 
 
 def test_a_hidden_tab_made_visible_reconnects_at_once(
-    browser: Browser, live_server: Any, start_site_broadcaster: Callable[..., BroadcasterProcess]
+    open_page: Callable[[User, str], Page],
+    start_site_broadcaster: Callable[..., BroadcasterProcess],
 ) -> None:
     broadcaster = start_site_broadcaster()
     alice = User.objects.create_user("alice")
-    context, page = open_page(browser, live_server, alice, NEVER)
-    try:
-        broadcaster.kill()
-        wait_for_status(page, "waiting")
-        start_site_broadcaster(port=broadcaster.port)
-        # Headless tabs are always visible: the browser's event, as it comes
-        # when the user switches back to the tab.
-        page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
-        wait_for_status(page, "connected", count=2)
-    finally:
-        context.close()
+    page = open_page(alice, NEVER)
+    broadcaster.kill()
+    wait_for_status(page, "waiting")
+    start_site_broadcaster(port=broadcaster.port)
+    # Headless tabs are always visible: the browser's event, as it comes
+    # when the user switches back to the tab.
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    wait_for_status(page, "connected", count=2)
 
 
 def test_revoked_access_signs_out_and_stops(
-    browser: Browser, live_server: Any, start_site_broadcaster: Callable[..., BroadcasterProcess]
+    open_page: Callable[[User, str], Page],
+    start_site_broadcaster: Callable[..., BroadcasterProcess],
 ) -> None:
     broadcaster = start_site_broadcaster()
     alice = User.objects.create_user("alice")
-    context, page = open_page(browser, live_server, alice, QUICK)
-    try:
-        alice.is_active = False
-        alice.save()  # announced: 1008, then the token endpoint says 401
-        wait_for_status(page, "signed-out")
-        statuses = [s["status"] for s in log(page)["statuses"]]
-        assert statuses == ["connecting", "connected", "connecting", "signed-out"]
-        assert page.evaluate("window.live.status") == "signed-out"
-        wait_until(lambda: broadcaster.metrics()["broadcaster_connections"] == 0, "no connection")
-    finally:
-        context.close()
+    page = open_page(alice, QUICK)
+    alice.is_active = False
+    alice.save()  # announced: 1008, then the token endpoint says 401
+    wait_for_status(page, "signed-out")
+    statuses = [s["status"] for s in log(page)["statuses"]]
+    assert statuses == ["connecting", "connected", "connecting", "signed-out"]
+    assert page.evaluate("window.live.status") == "signed-out"
+    wait_until(lambda: broadcaster.metrics()["broadcaster_connections"] == 0, "no connection")
 
 
 def test_close_disconnects_for_good(
-    browser: Browser, live_server: Any, start_site_broadcaster: Callable[..., BroadcasterProcess]
+    open_page: Callable[[User, str], Page],
+    start_site_broadcaster: Callable[..., BroadcasterProcess],
 ) -> None:
     broadcaster = start_site_broadcaster()
     alice = User.objects.create_user("alice")
-    context, page = open_page(browser, live_server, alice, QUICK)
-    try:
-        wait_until(lambda: broadcaster.metrics()["broadcaster_connections"] == 1, "connected")
-        page.evaluate("window.live.close()")
-        wait_until(lambda: broadcaster.metrics()["broadcaster_connections"] == 0, "closed")
-        assert page.evaluate("window.live.status") == "closed"
-        publish("after.close", None, users=[alice])
-        publish("sentinel", None, users=[alice])
-        page.evaluate("window.live.start()")  # resumes where it was
-        assert wait_for_message(page, "sentinel") == ["after.close", "sentinel"]
-    finally:
-        context.close()
+    page = open_page(alice, QUICK)
+    wait_until(lambda: broadcaster.metrics()["broadcaster_connections"] == 1, "connected")
+    page.evaluate("window.live.close()")
+    wait_until(lambda: broadcaster.metrics()["broadcaster_connections"] == 0, "closed")
+    assert page.evaluate("window.live.status") == "closed"
+    publish("after.close", None, users=[alice])
+    publish("sentinel", None, users=[alice])
+    page.evaluate("window.live.start()")  # resumes where it was
+    assert wait_for_message(page, "sentinel") == ["after.close", "sentinel"]

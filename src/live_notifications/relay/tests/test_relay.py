@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+from redis.client import PubSub
 
 from live_notifications import events as app_events
 from live_notifications.models import OutboxEvent
@@ -70,6 +72,29 @@ def assert_exactly(entries: list[tuple[str, dict[str, object]]], names: list[str
     assert positions == sorted(set(positions))
 
 
+@contextlib.contextmanager
+def subscribed(client: redis.Redis) -> Iterator[PubSub]:
+    """Subscribed to the how-to's channel, as ``redis-cli SUBSCRIBE events`` is."""
+    with client.pubsub() as pubsub:
+        pubsub.subscribe(CHANNEL)
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+        yield pubsub
+
+
+def first_message(pubsub: PubSub) -> list[dict[str, object]]:
+    """Wait for the channel's next message; return it, parsed, in a list."""
+    messages: list[dict[str, object]] = []
+
+    def received() -> bool:
+        message = pubsub.get_message(timeout=0.1)
+        if message is not None:
+            messages.append(json.loads(message["data"]))
+        return bool(messages)
+
+    wait_until(received, "a message on the channel")
+    return messages
+
+
 def test_committed_events_reach_the_log_with_their_ids(
     relay: RelayProcess, client: redis.Redis
 ) -> None:
@@ -86,19 +111,9 @@ def test_committed_events_reach_the_log_with_their_ids(
 def test_the_how_to_channel_still_shows_every_event(
     relay: RelayProcess, client: redis.Redis
 ) -> None:
-    with client.pubsub() as pubsub:
-        pubsub.subscribe(CHANNEL)
-        assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+    with subscribed(client) as pubsub:
         publish_all("seen by redis-cli")
-        messages: list[dict[str, object]] = []
-
-        def received() -> bool:
-            message = pubsub.get_message(timeout=0.1)
-            if message is not None:
-                messages.append(json.loads(message["data"]))
-            return bool(messages)
-
-        wait_until(received, "a message on the channel")
+        messages = first_message(pubsub)
     [(_, logged)] = wait_for_log(client, 1)
     assert messages == [logged]
 
@@ -108,21 +123,11 @@ def test_an_app_events_audience_is_kept_apart_and_off_the_how_to_channel(
 ) -> None:
     """Clients never see an audience; the how-to's channel shows admin changes only
     (a how-to server reading it would take an app event for a broken one)."""
-    with client.pubsub() as pubsub:
-        pubsub.subscribe(CHANNEL)
-        assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+    with subscribed(client) as pubsub:
         app_events.publish("ticket.assigned", {"ticket": 7}, users=[7], groups=[1])
         publish_all("admin change")
         wait_for_log(client, 2)
-        messages: list[dict[str, object]] = []
-
-        def received() -> bool:
-            message = pubsub.get_message(timeout=0.1)
-            if message is not None:
-                messages.append(json.loads(message["data"]))
-            return bool(messages)
-
-        wait_until(received, "a message on the channel")
+        messages = first_message(pubsub)
     (_, app_fields), (_, admin_fields) = client.xrange(STREAM)
     assert set(app_fields) == {b"message", b"audience"}
     assert set(json.loads(app_fields[b"message"])) == {"event", "data", "timestamp", "id"}

@@ -48,6 +48,8 @@ function describe(event) {
   if (event.event === undefined) {
     return [`event ${event.action}`, ` ${event.user} ${event.action} ${event.model} “${event.object}”: ${event.message}`];
   }
+  // A message for people, if the site gave one; the data as JSON otherwise.
+  if (typeof event.data?.message === "string") return ["event app", ` ${event.data.message}`];
   const data = event.data === null ? "" : `: ${JSON.stringify(event.data)}`;
   return ["event app", ` ${event.event}${data}`];
 }

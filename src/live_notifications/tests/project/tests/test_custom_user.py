@@ -12,6 +12,7 @@ hidden event never comes.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 
@@ -20,6 +21,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 
+from live_notifications import events
 from live_notifications.broadcaster.tests.helpers import authenticated, closed, event_for, receive
 from live_notifications.models import OutboxEvent
 from live_notifications.publishing import publish
@@ -106,3 +108,37 @@ def test_a_password_change_revokes_a_custom_users_connections(
         someone.set_password("another-Long-passphrase-5")
         someone.save()
         assert closed(client) == (1008, "access revoked")
+
+
+def test_app_events_reach_custom_users_by_uuid_group_and_permission(
+    start_broadcaster: Callable[..., BroadcasterProcess],
+) -> None:
+    """publish() with the custom model's UUID keys, its own groups relation and
+    its own permissions relation; each client ends with a sentinel for everyone."""
+    broadcaster = start_broadcaster()
+    team = Group.objects.create(name="team")
+    alice = person("alice@example.com", group=team)
+    bob = person("bob@example.com", "view_permission")
+    carol = person("carol@example.com")
+    with (
+        authenticated(broadcaster, token_for(alice)) as alice_client,
+        authenticated(broadcaster, token_for(bob)) as bob_client,
+        authenticated(broadcaster, token_for(carol)) as carol_client,
+    ):
+        events.publish("for.carol", None, users=[str(carol.pk)])  # a UUID's text
+        events.publish("for.alice", None, users=[alice])
+        events.publish("for.team", None, groups=[team])
+        events.publish("for.viewers", None, permissions=["auth.view_permission"])
+        events.publish("sentinel", None, everyone=True)
+        received = {}
+        for name, client in [("alice", alice_client), ("bob", bob_client), ("carol", carol_client)]:
+            received[name] = []
+            while not received[name] or received[name][-1] != "sentinel":
+                received[name].append(json.loads(client.recv(timeout=30))["event"])
+    assert received == {
+        "alice": ["for.alice", "for.team", "sentinel"],
+        "bob": ["for.viewers", "sentinel"],
+        "carol": ["for.carol", "sentinel"],
+    }
+    (row,) = [r for r in OutboxEvent.objects.all() if '"for.carol"' in r.payload]
+    assert f'"users": ["{carol.pk}"]' in row.payload
