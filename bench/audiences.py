@@ -16,6 +16,8 @@ import collections
 #: The audience of event ``seq`` is ``KINDS[seq % 4]``.
 KINDS = ("admin", "group", "permission", "user")
 USER = KINDS.index("user")
+#: The share of the events that every allowed user is due.
+SHARED = (len(KINDS) - 1) / len(KINDS)
 
 
 def recipient_rank(seq: int, allowed: int) -> int | None:
