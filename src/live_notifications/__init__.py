@@ -1,1 +1,1 @@
-"""Publishes admin changes to the bus; gives users tokens and the live page."""
+"""Publishes admin changes and the project's own events; gives users tokens and the live page."""
