@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group, Permission
 
+from live_notifications import events
 from live_notifications.broadcaster.tests.helpers import event_for, user
 from live_notifications.client import AccessRevoked, EventStream
 from live_notifications.publishing import publish
@@ -119,6 +120,21 @@ def test_events_arrive_and_resume_across_a_restart(
     publish(event_for(Group, "five"))
     assert listener.objects(1) == ["five"]
     assert restarted.metrics()['broadcaster_resumes_total{outcome="recovered"}'] == 1
+
+
+def test_app_events_come_as_they_are_sent(
+    start_broadcaster: Callable[..., BroadcasterProcess],
+    listen: Callable[[EventStream], Listener],
+) -> None:
+    broadcaster = start_broadcaster()
+    alice = user("alice")
+    token = token_for(alice)
+    listener = listen(EventStream(broadcaster.url, lambda: token))
+    wait_connected(broadcaster)
+    events.publish("export.ready", {"file": "a.csv"}, users=[alice])
+    event, missed = listener.next()
+    assert (event["event"], event["data"], missed) == ("export.ready", {"file": "a.csv"}, False)
+    assert set(event) == {"event", "data", "timestamp", "id"}
 
 
 def wait_connected(broadcaster: BroadcasterProcess) -> None:
