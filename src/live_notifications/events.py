@@ -27,7 +27,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Model, Q
 from django.utils import timezone
 
-from live_notifications.shared.events import MAX_EVENT_BYTES, AppEvent, Audience
+from live_notifications.shared.events import MAX_AUDIENCE, MAX_EVENT_BYTES, AppEvent, Audience
 
 from . import publishing
 
@@ -66,8 +66,10 @@ def publish(
 
     Raises:
         EventError: for a bad name, data that isn't JSON or makes the event
-            larger than ``MAX_EVENT_BYTES`` (64 KiB), an empty audience, an
-            unsaved object, a key or a permission that doesn't exist.
+            larger than ``MAX_EVENT_BYTES`` (64 KiB), an empty audience or one
+            of more than ``MAX_AUDIENCE`` (10,000) users, groups, permissions
+            and models, an unsaved object, a key or a permission that doesn't
+            exist.
     """
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise EventError(f"an event's name is letters, digits and _.:- (at most 100): {name!r}")
@@ -85,6 +87,11 @@ def publish(
     if not audience:
         raise EventError(
             f"{name!r} has no audience: give users, groups, permissions, models or everyone"
+        )
+    if audience.size > MAX_AUDIENCE:
+        raise EventError(
+            f"{name!r} names {audience.size} users, groups, permissions and models, more than"
+            f" {MAX_AUDIENCE}: publish to a group or a permission instead"
         )
     event = AppEvent(
         event=name,

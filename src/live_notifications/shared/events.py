@@ -20,6 +20,10 @@ from typing import Any
 #: The most bytes an app event's message may take (its JSON as clients
 #: receive it, without its ``id``): a client's whole buffer is a few of them.
 MAX_EVENT_BYTES = 64 * 1024
+#: The most users, groups, permissions and content types an audience names,
+#: together: each broadcaster keeps every audience of its history in memory.
+#: More users than this are a group's or a permission's.
+MAX_AUDIENCE = 10_000
 
 #: Redis Pub/Sub channel where the relay also publishes every event, so that
 #: the how-to's ``redis-cli SUBSCRIBE events`` still shows them.
@@ -165,6 +169,11 @@ class Audience:
             self.everyone or self.users or self.groups or self.permissions or self.content_types
         )
 
+    @property
+    def size(self) -> int:
+        """How many users, groups, permissions and content types it names."""
+        return len(self.users) + len(self.groups) + len(self.permissions) + len(self.content_types)
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
         if self.users:
@@ -202,6 +211,8 @@ class Audience:
         )
         if not audience:
             raise InvalidEvent("empty audience")
+        if audience.size > MAX_AUDIENCE:
+            raise InvalidEvent(f"an audience of more than {MAX_AUDIENCE}")
         return audience
 
 

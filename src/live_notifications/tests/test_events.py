@@ -94,6 +94,7 @@ def test_it_is_written_in_the_callers_transaction() -> None:
         ({"data": object()}, "isn't JSON"),
         ({"data": float("nan")}, "isn't JSON"),
         ({"data": "x" * MAX_EVENT_BYTES}, "more than 65536"),
+        ({"users": list(range(1, 10_002))}, "names 10001 users, groups, permissions and models"),
         ({"everyone": False}, "has no audience"),
         ({"users": []}, "has no audience"),
         ({"users": "alice"}, "users is a list"),
@@ -116,6 +117,11 @@ def test_bad_input_raises_at_the_call(kwargs: dict[str, Any], error: str) -> Non
     with pytest.raises(EventError, match=error):
         publish(arguments.pop("name"), arguments.pop("data"), **arguments)
     assert outbox() == []
+
+
+def test_an_audience_of_the_most_users_is_published() -> None:
+    publish("x", None, users=list(range(1, 10_001)))
+    assert len(outbox()[0]["audience"]["users"]) == 10_000
 
 
 def test_the_size_limit_is_of_the_message_clients_receive() -> None:

@@ -105,6 +105,11 @@ def test_admin_changes_and_access_changes_have_no_audience() -> None:
         ({"event": "x", "data": 1, "timestamp": "t"}, '{"owner": [1]}', "an audience is"),
         ({"event": "x", "data": 1, "timestamp": "t"}, "[1]", "an audience is"),
         ({"event": "x", "data": 1, "timestamp": "t"}, "{", "not JSON"),
+        (
+            {"event": "x", "data": 1, "timestamp": "t"},
+            json.dumps({"users": list(range(10_001))}),
+            "more than 10000",
+        ),
         ({"event": 7, "data": 1, "timestamp": "t"}, '{"everyone": true}', "a name and data"),
         ({"event": "x", "timestamp": "t"}, '{"everyone": true}', "a name and data"),
         ({"event": "x", "data": 1}, '{"everyone": true}', "timestamp"),
