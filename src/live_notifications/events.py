@@ -125,7 +125,7 @@ def _user_keys(users: Iterable[Any]) -> Iterable[Any]:
             or (isinstance(key, int) and not isinstance(user, int | str))
         ):
             raise EventError(f"not a primary key of {model._meta.label}: {user!r}")
-        yield key if isinstance(key, int) else str(key)
+        yield key
 
 
 def _group_keys(groups: Iterable[Group | int]) -> Iterable[int]:

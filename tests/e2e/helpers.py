@@ -214,6 +214,14 @@ class AdminSession(Person):
 
         self.change("auth/user", user_pk, {"is_staff": "on"}, update=select_permissions)
 
+    def set_groups(self, user_pk: str, *names: str) -> None:
+        """Put the user in exactly these groups (by name), through the user form."""
+
+        def select_groups(form: Form) -> None:
+            form.set("groups", *form.option_values("groups", *names))
+
+        self.change("auth/user", user_pk, {}, update=select_groups)
+
     def create_person(self, username: str, *permissions: str) -> Person:
         """A new staff user with these permissions, logged in with its own session."""
         password = new_password()

@@ -19,7 +19,6 @@ import secrets
 from typing import Any
 
 from .conftest import PersonFactory
-from .forms import Form
 from .helpers import VIEW_GROUP, AdminSession, Person
 from .resuming import AdminFlow, ResumingClient, ResumingClients
 from .stack import Stack
@@ -50,13 +49,6 @@ class AudienceFlow(AdminFlow):
         return name
 
 
-def set_groups(admin: AdminSession, person: Person, *names: str) -> None:
-    def select(form: Form) -> None:
-        form.set("groups", *form.option_values("groups", *names))
-
-    admin.change("auth/user", person.pk, {}, update=select)
-
-
 def app_events(client: ResumingClient, name: str) -> list[dict[str, Any]]:
     return [event for event in client.events() if event.get("event") == name]
 
@@ -74,7 +66,7 @@ def test_user_and_group_audiences_through_a_restart(
     members = [make_person("member", VIEW_GROUP), make_person("member", VIEW_GROUP)]
     target, outsider = make_person("target", VIEW_GROUP), make_person("outsider", VIEW_GROUP)
     for member in members:
-        set_groups(admin, member, group_name)
+        admin.set_groups(member.pk, group_name)
     people = [*members, target, outsider]
     try:
         clients = {

@@ -14,7 +14,6 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from tests.browser import chromium
 
 from .conftest import ARTIFACTS, PersonFactory
-from .forms import Form
 from .helpers import VIEW_GROUP, AdminSession, Person, authenticated, receive_until
 from .stack import WAIT, Stack
 
@@ -228,10 +227,7 @@ def test_live_page_shows_the_users_own_events(
         other_page = open_live_page(other_context, stack, other)
         stack.wait_for_connections(2)
 
-        def select(form: Form) -> None:
-            form.set("groups", *form.option_values("groups", name))
-
-        admin.change("auth/user", member.pk, {}, update=select)
+        admin.set_groups(member.pk, name)
         told_first = page.locator("#events li.app").first
         expect(told_first).to_contain_text(
             "An administrator changed your groups.", timeout=WAIT * 1000

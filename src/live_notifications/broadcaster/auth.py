@@ -87,10 +87,6 @@ def _share(value: Any) -> Any:
     return _shared.setdefault(value, value)
 
 
-#: A superuser in no group: receives everything but other users' and groups' events.
-SUPERUSER = access(superuser=True)
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class Identity:
     user_id: UserKey

@@ -110,14 +110,6 @@ class Registry(Generic[C]):
                 if self._registered[connection][1] not in found:
                     yield connection
 
-    def connections(self, access: Access) -> set[C]:
-        """The connections registered with ``access``."""
-        return self._by_access.get(access, set())
-
-    def access(self, connection: C) -> Access:
-        """What ``connection`` was registered with."""
-        return self._registered[connection][1]
-
     def due(self, audiences: Sequence[Audience]) -> dict[tuple[int, ...], list[Iterable[C]]]:
         """Who receives which of consecutive events: the indexes of the
         events each connection receives, with the connections receiving them.

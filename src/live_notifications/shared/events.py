@@ -126,7 +126,7 @@ class AccessChange:
 
     def encode(self) -> bytes:
         """Serialize to JSON text (an object with an ``access`` field)."""
-        users = [user if isinstance(user, int) else str(user) for user in self.users]
+        users = [user_key_json(user) for user in self.users]
         return json.dumps({"access": self.access, "users": users}).encode()
 
     @classmethod
@@ -177,7 +177,7 @@ class Audience:
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
         if self.users:
-            users = (user if isinstance(user, int) else str(user) for user in self.users)
+            users = (user_key_json(user) for user in self.users)
             data["users"] = sorted(users, key=lambda user: (isinstance(user, str), user))
         for name in ("groups", "permissions", "content_types"):
             if values := getattr(self, name):
@@ -240,17 +240,22 @@ class AppEvent:
 
     def message(self) -> bytes:
         """The JSON text clients receive: everything but the audience."""
+        return _json(self._fields())
+
+    def encode(self) -> bytes:
+        """The outbox's JSON text: the message's fields and the audience."""
+        return _json({**self._fields(), "audience": self.audience.to_json()})
+
+    def _fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"event": self.event, "data": self.data}
         fields["timestamp"] = self.timestamp
         if self.id is not None:
             fields["id"] = self.id
-        return json.dumps(fields, ensure_ascii=False, allow_nan=False).encode()
+        return fields
 
-    def encode(self) -> bytes:
-        """The outbox's JSON text: the message's fields and the audience."""
-        fields = json.loads(self.message())
-        fields["audience"] = self.audience.to_json()
-        return json.dumps(fields, ensure_ascii=False, allow_nan=False).encode()
+
+def _json(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields, ensure_ascii=False, allow_nan=False).encode()
 
 
 def split_audience(data: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -308,6 +313,11 @@ def _parse(payload: bytes | str) -> Any:
         return json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidEvent(f"not JSON: {exc}") from None
+
+
+def user_key_json(user: Hashable) -> int | str:
+    """A user's primary key as the log holds it: an integer, or text (a UUID's)."""
+    return user if isinstance(user, int) else str(user)
 
 
 def _list_of(values: object, annotation: str) -> bool:

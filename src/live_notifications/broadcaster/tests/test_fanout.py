@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.client import ClientConnection
 
-from live_notifications.broadcaster.auth import SUPERUSER, Identity
+from live_notifications.broadcaster.auth import Identity, access
 from live_notifications.broadcaster.connection import Connection, Settings
 from live_notifications.broadcaster.fanout import Fanout
 from live_notifications.broadcaster.history import Entry, History
@@ -376,7 +376,7 @@ async def slow_client_is_cut() -> None:
         connection.transport.get_extra_info("socket").setsockopt(
             socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
         )
-        identity = Identity(1, "root", SUPERUSER)
+        identity = Identity(1, "root", access(superuser=True))
         task = asyncio.create_task(fanout.follow(connection, identity, ORIGIN, resuming=False))
         task.add_done_callback(lambda _: registered.set())
         followed.append(task)

@@ -24,7 +24,7 @@ from sesame import tokens_v1
 from sesame.utils import get_token
 from websockets.sync.client import connect
 
-from live_notifications.broadcaster.auth import SUPERUSER, Identity, access
+from live_notifications.broadcaster.auth import Identity, access
 from live_notifications.broadcaster.identities import Identities
 from live_notifications.broadcaster.log import EventLogReader
 from live_notifications.broadcaster.metrics import Metrics
@@ -125,7 +125,7 @@ def test_tokens_arriving_together_are_checked_in_one_batch(thread: Thread) -> No
     assert len(thread.queries) == 3  # the users, their permissions, their groups
     reader = access(content_types=[view(Group)], permissions=["auth.view_group"])
     expected = {
-        root.pk: Identity(root.pk, "root", SUPERUSER),
+        root.pk: Identity(root.pk, "root", access(superuser=True)),
         nobody.pk: Identity(nobody.pk, "nobody", access()),
         **{r.pk: Identity(r.pk, r.username, reader) for r in readers},
     }

@@ -3,13 +3,15 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from live_notifications.broadcaster.auth import SUPERUSER, Access, access
+from live_notifications.broadcaster.auth import Access, access
 from live_notifications.broadcaster.registry import Registry
 from live_notifications.shared.events import Audience
 
 GROUPS = access(content_types=[1], permissions=["auth.view_group"], groups=[10])
 GROUPS_AND_USERS = access(content_types=[1, 2], permissions=["auth.view_user"], groups=[10, 20])
 NOTHING = access()
+#: A superuser in no group.
+SUPERUSER = access(superuser=True)
 
 
 def registry_of(*connections: tuple[str, int, Access]) -> Registry[str]:
